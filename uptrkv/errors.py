@@ -1,0 +1,48 @@
+"""Exceptions of uptrkv.  A leaf module: every layer raises these.
+
+Failures of libbpf calls are :class:`uptrkv._libbpf.LibbpfError`, an
+``OSError`` carrying errno; everything here is about the store's own rules.
+"""
+
+
+class UptrkvError(Exception):
+    """Base class of uptrkv's own errors."""
+
+
+class UnsupportedKernelError(UptrkvError):
+    """The running kernel or the process's privileges cannot host a store."""
+
+
+class LayoutError(UptrkvError):
+    """A BPF object's BTF does not describe the layout this package implements."""
+
+
+class StoreFullError(UptrkvError):
+    """No room for a value even with every data page added; nothing was changed."""
+
+
+class StoreClosedError(UptrkvError):
+    """The store was closed; create a new one."""
+
+
+class InvalidKeyError(UptrkvError, ValueError):
+    """A key outside 0..KV_MAX_KEYS-1."""
+
+
+class InvalidValueError(UptrkvError, ValueError):
+    """A value whose size the store cannot hold or that does not match the key."""
+
+
+class MissingKeyError(UptrkvError, KeyError):
+    """The key holds no value."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
+        return str(self.args[0]) if self.args else "missing key"
+
+
+class ManifestError(UptrkvError):
+    """A manifest that cannot be used: the message names the file and key."""
+
+
+class RolloutError(UptrkvError):
+    """A rollout step failed; the old program and the store were restored."""

@@ -1,0 +1,403 @@
+"""libbpf's object model in Python: object, map, program, link.
+
+A :class:`BpfObject` owns the libbpf object and so every map and program fd
+in it; a :class:`BpfLink` owns one attachment.  Both close deterministically
+(``close()`` or ``with``).  Maps and programs are views that are valid while
+their object is open.  Verifier rejections raise :class:`LoadError` whose
+text includes the verifier log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+from typing import Iterator
+
+from . import _libbpf
+from ._libbpf import LibbpfError, lib
+from .btf import Btf
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_F_RDONLY_PROG = 1 << 7
+BPF_F_MMAPABLE = 1 << 10
+
+# Room for a verifier log at level 1; libbpf only asks for it after a failure.
+VERIFIER_LOG_SIZE = 8 << 20
+LOG_TAIL_LINES = 200
+
+
+class LoadError(LibbpfError):
+    """bpf_object__load failed; ``verifier_log`` holds the kernel's log."""
+
+    def __init__(self, err: int, path: str, log: str, messages: str):
+        lines = log.rstrip("\n").splitlines()
+        tail = lines[-LOG_TAIL_LINES:]
+        detail = messages
+        if tail:
+            cut = f" (last {len(tail)} of {len(lines)} lines)" if len(lines) > len(tail) else ""
+            detail = f"verifier log{cut}:\n" + "\n".join(tail) + ("\n" + messages if messages else "")
+        super().__init__(err, f"loading {path}", detail)
+        self.verifier_log = log
+
+
+class BpfLink:
+    """One attachment of a program; detaches on close unless pinned."""
+
+    def __init__(self, ptr: int, program_name: str):
+        self._ptr = ptr
+        self.program_name = program_name
+        self.pin_path: str | None = None
+
+    @property
+    def fd(self) -> int:
+        self._check()
+        return lib.bpf_link__fd(self._ptr)
+
+    def _check(self):
+        if not self._ptr:
+            raise ValueError(f"link of {self.program_name} is closed")
+
+    def pin(self, path: str) -> None:
+        self._check()
+        lib.bpf_link__pin(self._ptr, os.fsencode(path))
+        self.pin_path = path
+
+    def unpin(self) -> None:
+        self._check()
+        lib.bpf_link__unpin(self._ptr)
+        self.pin_path = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def close(self) -> None:
+        """Detach (the kernel keeps a pinned link alive until it is unpinned)."""
+        if self._ptr:
+            lib.bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class BpfProgram:
+    """A program of an object."""
+
+    def __init__(self, ptr: int, obj: "BpfObject"):
+        self._ptr = ptr
+        self._obj = obj
+        self.name = lib.bpf_program__name(ptr).decode()
+        self.section = (lib.bpf_program__section_name(ptr) or b"").decode()
+
+    @property
+    def fd(self) -> int:
+        self._obj._check()
+        fd = lib.bpf_program__fd(self._ptr)
+        if fd < 0:
+            raise LibbpfError(-fd if fd < 0 else errno.EBADF, f"program {self.name} is not loaded")
+        return fd
+
+    def set_autoload(self, autoload: bool) -> None:
+        self._obj._check(loaded=False)
+        lib.bpf_program__set_autoload(self._ptr, autoload)
+
+    def attach(self) -> BpfLink:
+        """Attach as the section name says (tracepoint, tp_btf, ...)."""
+        self._obj._check(loaded=True)
+        return BpfLink(lib.bpf_program__attach(self._ptr), self.name)
+
+    def test_run(self, ctx: bytes | None = None) -> int:
+        """Run once with BPF_PROG_TEST_RUN in the calling task; return its return value."""
+        opts = _libbpf.bpf_test_run_opts(sz=ctypes.sizeof(_libbpf.bpf_test_run_opts))
+        if ctx:
+            buf = ctypes.create_string_buffer(ctx, len(ctx))
+            opts.ctx_in = ctypes.cast(buf, ctypes.c_void_p)
+            opts.ctx_size_in = len(ctx)
+        lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        return opts.retval
+
+
+class BpfMap:
+    """A map of an object."""
+
+    def __init__(self, ptr: int, obj: "BpfObject"):
+        self._ptr = ptr
+        self._obj = obj
+        self.name = lib.bpf_map__name(ptr).decode()
+
+    @property
+    def fd(self) -> int:
+        self._obj._check()
+        fd = lib.bpf_map__fd(self._ptr)
+        if fd < 0:
+            raise LibbpfError(-fd, f"map {self.name} is not created (load the object first)")
+        return fd
+
+    @property
+    def type(self) -> int:
+        return lib.bpf_map__type(self._ptr)
+
+    @property
+    def key_size(self) -> int:
+        return lib.bpf_map__key_size(self._ptr)
+
+    @property
+    def value_size(self) -> int:
+        return lib.bpf_map__value_size(self._ptr)
+
+    @property
+    def flags(self) -> int:
+        return lib.bpf_map__map_flags(self._ptr)
+
+    @property
+    def btf_value_type_id(self) -> int:
+        return lib.bpf_map__btf_value_type_id(self._ptr)
+
+    @property
+    def btf(self) -> Btf:
+        return self._obj.btf
+
+    def pin(self, path: str) -> None:
+        self._obj._check(loaded=True)
+        lib.bpf_map__pin(self._ptr, os.fsencode(path))
+
+    def unpin(self, path: str) -> None:
+        self._obj._check()
+        lib.bpf_map__unpin(self._ptr, os.fsencode(path))
+
+    def reuse_pinned(self, path: str) -> None:
+        """Make this map, before load, use the map pinned at path."""
+        self._obj._check(loaded=False)
+        fd = lib.bpf_obj_get(os.fsencode(path))
+        try:
+            lib.bpf_map__reuse_fd(self._ptr, fd)   # libbpf dups the fd
+        finally:
+            os.close(fd)
+
+    def _kv(self, key: bytes, value_size: int | None = None):
+        if len(key) != self.key_size:
+            raise ValueError(f"map {self.name} takes {self.key_size}-byte keys, got {len(key)}")
+        kbuf = ctypes.create_string_buffer(key, len(key))
+        vbuf = ctypes.create_string_buffer(value_size) if value_size else None
+        return kbuf, vbuf
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        if len(value) != self.value_size:
+            raise ValueError(f"map {self.name} takes {self.value_size}-byte values, got {len(value)}")
+        kbuf, _ = self._kv(key)
+        vbuf = ctypes.create_string_buffer(value, len(value))
+        lib.bpf_map__update_elem(self._ptr, kbuf, len(key), vbuf, len(value), flags)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        kbuf, vbuf = self._kv(key, self.value_size)
+        try:
+            lib.bpf_map__lookup_elem(self._ptr, kbuf, len(key), vbuf, self.value_size, 0)
+        except LibbpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return vbuf.raw
+
+    def delete(self, key: bytes) -> bool:
+        """Delete key; False if it was not there."""
+        kbuf, _ = self._kv(key)
+        try:
+            lib.bpf_map__delete_elem(self._ptr, kbuf, len(key), 0)
+        except LibbpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+
+class GlobalData:
+    """Global variables of an object's data sections, by name.
+
+    Before load, reads and writes go to the initial values libbpf will use;
+    after load, to the kernel's maps through a shared mmap (no syscall).
+    ``.rodata`` is read-only after load (the kernel freezes it).
+    """
+
+    def __init__(self, obj: "BpfObject"):
+        self._obj = obj
+        self._vars: dict[str, tuple[BpfMap, int, int]] = {}
+        self._mmaps: dict[str, mmap.mmap] = {}
+        for m in obj.maps():
+            if not m.name.endswith((".bss", ".data", ".rodata")) and ".data." not in m.name \
+                    and ".rodata." not in m.name:
+                continue
+            for name, (off, size) in obj.btf.datasec(m.btf_value_type_id).items():
+                self._vars[name] = (m, off, size)
+
+    def names(self) -> list[str]:
+        return sorted(self._vars)
+
+    def _locate(self, name: str):
+        try:
+            return self._vars[name]
+        except KeyError:
+            raise KeyError(f"no global variable {name!r} in {self._obj.path}") from None
+
+    def _buffer(self, m: BpfMap):
+        """A writable (or read-only) buffer over the map's whole value."""
+        if not self._obj.loaded:
+            size = ctypes.c_size_t()
+            ptr = lib.bpf_map__initial_value(m._ptr, ctypes.byref(size))
+            if not ptr:
+                raise LibbpfError(errno.ENOENT, f"map {m.name} has no initial value")
+            return (ctypes.c_char * size.value).from_address(ptr)
+        mm = self._mmaps.get(m.name)
+        if mm is None:
+            if not m.flags & BPF_F_MMAPABLE:
+                raise LibbpfError(errno.EOPNOTSUPP, f"map {m.name} is not mmapable")
+            length = -(-m.value_size // mmap.PAGESIZE) * mmap.PAGESIZE
+            prot = mmap.PROT_READ if m.flags & BPF_F_RDONLY_PROG else mmap.PROT_READ | mmap.PROT_WRITE
+            mm = mmap.mmap(m.fd, length, mmap.MAP_SHARED, prot)
+            self._mmaps[m.name] = mm
+        return mm
+
+    def read(self, name: str) -> bytes:
+        m, off, size = self._locate(name)
+        buf = self._buffer(m)
+        return bytes(memoryview(buf)[off:off + size])
+
+    def write(self, name: str, data: bytes, offset: int = 0) -> None:
+        m, off, size = self._locate(name)
+        if offset < 0 or offset + len(data) > size:
+            raise ValueError(f"{name} is {size} bytes; cannot write {len(data)} at {offset}")
+        buf = self._buffer(m)
+        if self._obj.loaded and m.flags & BPF_F_RDONLY_PROG:
+            raise PermissionError(f"{name} is in {m.name}, read-only after load")
+        with memoryview(buf) as view:
+            view[off + offset:off + offset + len(data)] = data
+
+    def get_int(self, name: str, signed: bool = True) -> int:
+        return int.from_bytes(self.read(name), "little", signed=signed)
+
+    def set_int(self, name: str, value: int) -> None:
+        size = self._locate(name)[2]
+        self.write(name, value.to_bytes(size, "little", signed=value < 0))
+
+    def close(self) -> None:
+        for mm in self._mmaps.values():
+            mm.close()
+        self._mmaps.clear()
+
+
+class BpfObject:
+    """An ELF BPF object opened with libbpf; load() creates maps and verifies programs."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(errno.ENOENT, "BPF object not found (run `make bpf`)", self.path)
+        self._log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        opts = _libbpf.bpf_object_open_opts(sz=ctypes.sizeof(_libbpf.bpf_object_open_opts))
+        opts.kernel_log_buf = ctypes.cast(self._log, ctypes.c_void_p)
+        opts.kernel_log_size = VERIFIER_LOG_SIZE
+        opts.kernel_log_level = 0
+        _libbpf.take_messages()
+        self._ptr = lib.bpf_object__open_file(os.fsencode(self.path), ctypes.byref(opts))
+        self.loaded = False
+        self._globals: GlobalData | None = None
+
+    def _check(self, loaded: bool | None = None):
+        if not self._ptr:
+            raise ValueError(f"BPF object {self.path} is closed")
+        if loaded is True and not self.loaded:
+            raise ValueError(f"BPF object {self.path} is not loaded yet")
+        if loaded is False and self.loaded:
+            raise ValueError(f"BPF object {self.path} is already loaded")
+
+    @property
+    def name(self) -> str:
+        self._check()
+        return lib.bpf_object__name(self._ptr).decode()
+
+    @property
+    def btf(self) -> Btf:
+        self._check()
+        ptr = lib.bpf_object__btf(self._ptr)
+        if not ptr:
+            raise LibbpfError(errno.ENOENT, f"{self.path} has no BTF (build it with -g)")
+        return Btf(ptr, self)
+
+    def maps(self) -> Iterator[BpfMap]:
+        self._check()
+        ptr = None
+        while True:
+            ptr = lib.bpf_object__next_map(self._ptr, ptr)
+            if not ptr:
+                return
+            yield BpfMap(ptr, self)
+
+    def programs(self) -> Iterator[BpfProgram]:
+        self._check()
+        ptr = None
+        while True:
+            ptr = lib.bpf_object__next_program(self._ptr, ptr)
+            if not ptr:
+                return
+            yield BpfProgram(ptr, self)
+
+    def map(self, name: str) -> BpfMap:
+        for m in self.maps():
+            if m.name == name:
+                return m
+        raise KeyError(f"no map {name!r} in {self.path}")
+
+    def program(self, name: str) -> BpfProgram:
+        for p in self.programs():
+            if p.name == name:
+                return p
+        raise KeyError(f"no program {name!r} in {self.path}")
+
+    @property
+    def globals(self) -> GlobalData:
+        self._check()
+        if self._globals is None:
+            self._globals = GlobalData(self)
+        return self._globals
+
+    def load(self) -> "BpfObject":
+        self._check(loaded=False)
+        if self._globals is not None:
+            self._globals.close()
+        _libbpf.take_messages()
+        try:
+            lib.bpf_object__load(self._ptr)
+        except LibbpfError as exc:
+            log = self._log.value.decode(errors="replace")
+            raise LoadError(exc.errno, self.path, log, exc.detail) from None
+        self.loaded = True
+        return self
+
+    def close(self) -> None:
+        if self._globals is not None:
+            self._globals.close()
+            self._globals = None
+        if getattr(self, "_ptr", None):
+            lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
