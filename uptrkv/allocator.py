@@ -1,0 +1,132 @@
+"""Placement of values in data pages.  Pure Python, no kernel needed.
+
+Rules the BPF side relies on: a value never straddles a page; values of 5
+bytes or more are 8-byte aligned (4-, 2-byte values to their size) so that
+the common sizes are single aligned loads.  First fit in page order keeps a
+small store on page 0, where BPF's page switch is always predicted.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import StoreFullError
+
+
+@dataclass(frozen=True, order=True)
+class Slot:
+    """Where a value lives: data page, offset in the page, size in bytes."""
+
+    page: int
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def alignment(size: int) -> int:
+    if size >= 5:
+        return 8
+    if size >= 3:
+        return 4
+    return size  # 1 or 2
+
+
+def _align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+class Allocator:
+    """Tracks used extents per page; ``pages`` is how many pages exist now."""
+
+    def __init__(self, page_size: int = 4096, max_pages: int = 8, pages: int = 1):
+        if not 1 <= pages <= max_pages:
+            raise ValueError(f"pages must be within 1..{max_pages}")
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.pages = pages
+        self._used: list[list[tuple[int, int]]] = [[] for _ in range(max_pages)]
+
+    @classmethod
+    def from_slots(cls, slots: Iterable[Slot], page_size: int = 4096, max_pages: int = 8,
+                   pages: int = 1) -> "Allocator":
+        alloc = cls(page_size, max_pages, pages)
+        for slot in slots:
+            alloc.reserve(slot)
+        return alloc
+
+    def copy(self) -> "Allocator":
+        other = Allocator(self.page_size, self.max_pages, self.pages)
+        other._used = [list(u) for u in self._used]
+        return other
+
+    def slots(self) -> list[Slot]:
+        return [Slot(p, off, size) for p, used in enumerate(self._used) for off, size in used]
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(size for used in self._used for _, size in used)
+
+    def free_bytes(self, pages: int | None = None) -> int:
+        return (self.pages if pages is None else pages) * self.page_size - self.used_bytes
+
+    def _gap(self, page: int, size: int) -> int | None:
+        """Lowest aligned offset in page with room for size bytes."""
+        a = alignment(size)
+        cursor = 0
+        for off, used in self._used[page]:
+            start = _align_up(cursor, a)
+            if start + size <= off:
+                return start
+            cursor = max(cursor, off + used)
+        start = _align_up(cursor, a)
+        return start if start + size <= self.page_size else None
+
+    def find(self, size: int) -> Slot:
+        """First fit; a slot on page ``self.pages`` means a page must be added."""
+        if not 1 <= size <= self.page_size:
+            raise ValueError(f"value size {size} outside 1..{self.page_size}")
+        for page in range(self.max_pages):
+            off = self._gap(page, size)
+            if off is not None:
+                return Slot(page, off, size)
+        raise StoreFullError(
+            f"no room for a {size}-byte value: all {self.max_pages} pages are full "
+            f"({self.free_bytes(self.max_pages)} bytes free, fragmented); delete keys or compact")
+
+    def reserve(self, slot: Slot) -> None:
+        if not 0 <= slot.page < self.max_pages or slot.offset < 0 or slot.end > self.page_size:
+            raise ValueError(f"{slot} is outside the pages")
+        used = self._used[slot.page]
+        i = bisect.bisect_left(used, (slot.offset, 0))
+        if (i > 0 and used[i - 1][0] + used[i - 1][1] > slot.offset) or \
+                (i < len(used) and used[i][0] < slot.end):
+            raise ValueError(f"{slot} overlaps a value already placed")
+        used.insert(i, (slot.offset, slot.size))
+        self.pages = max(self.pages, slot.page + 1)
+
+    def release(self, slot: Slot) -> None:
+        used = self._used[slot.page]
+        try:
+            used.remove((slot.offset, slot.size))
+        except ValueError:
+            raise ValueError(f"{slot} is not allocated") from None
+
+    def allocate(self, size: int) -> Slot:
+        slot = self.find(size)
+        self.reserve(slot)
+        return slot
+
+    def can_resize_in_place(self, slot: Slot, new_size: int) -> bool:
+        """Shrinking always can; growing can if the bytes after it are free and aligned."""
+        if new_size <= slot.size:
+            return True
+        if slot.offset % alignment(new_size) or slot.offset + new_size > self.page_size:
+            return False
+        used = self._used[slot.page]
+        i = bisect.bisect_right(used, (slot.offset, slot.size))
+        return i >= len(used) or used[i][0] >= slot.offset + new_size

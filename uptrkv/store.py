@@ -1,0 +1,307 @@
+"""The user-space side of a uptr KV store.
+
+A :class:`KVStore` owns the pages of one store: a metadata page and up to
+``max_pages`` data pages, mmap'ed in this process and registered as uptrs in
+one element of a task storage map (keyed by a pidfd of the task whose BPF
+programs use it).  ``get`` and ``put`` of existing keys are plain memory
+accesses; a syscall happens only when a data page is added.
+
+Concurrency: user space and BPF share the pages without locks.  A metadata
+entry is one aligned 32-bit store, so BPF sees a key either before or after
+a put/resize/delete, never half of one; the bytes of a value larger than 8
+are not copied atomically.  Space freed by a delete or a move is reused only
+by a later allocation of this store.  One thread of this process should
+own a store's writes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import struct
+import threading
+
+from ._libbpf import LibbpfError
+from .allocator import Allocator, Slot
+from .errors import (InvalidKeyError, InvalidValueError, MissingKeyError, StoreClosedError,
+                     StoreFullError, UnsupportedKernelError)
+from .layout import Layout
+from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
+
+BPF_MAP_TYPE_TASK_STORAGE = 29
+PIDFD_THREAD = os.O_EXCL
+DEFAULT_MAP = "kv_store_map"
+
+
+class _Page:
+    """One anonymous, page-aligned mapping and its address."""
+
+    def __init__(self, size: int):
+        self.mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        anchor = ctypes.c_char.from_buffer(self.mm)
+        self.address = ctypes.addressof(anchor)
+        del anchor
+        self.view = memoryview(self.mm)
+
+    def close(self) -> None:
+        self.view.release()
+        self.mm.close()
+
+
+def _pidfd(pid: int | None, tid: int | None) -> tuple[int, str]:
+    if pid is not None and tid is not None:
+        raise ValueError("give pid or tid, not both")
+    if tid is None and pid is None:
+        tid = threading.get_native_id()
+        if tid == os.getpid():
+            tid, pid = None, tid
+    try:
+        if tid is not None:
+            return os.pidfd_open(tid, PIDFD_THREAD), f"thread {tid}"
+        return os.pidfd_open(pid), f"process {pid}"
+    except OSError as exc:
+        who = f"thread {tid}" if tid is not None else f"process {pid}"
+        if exc.errno == errno.EINVAL and tid is not None:
+            raise UnsupportedKernelError(
+                f"pidfd_open({tid}, PIDFD_THREAD) failed: a store for a thread needs Linux >= 6.9") from None
+        raise OSError(exc.errno, f"cannot open a pidfd for {who}: {exc.strerror}") from None
+
+
+class KVStore:
+    """A store in ``kv_map`` for one task (by default the calling thread)."""
+
+    def __init__(self, kv_map: BpfMap, *, pid: int | None = None, tid: int | None = None,
+                 pin_path: str | None = None, layout: Layout | None = None):
+        if kv_map.type != BPF_MAP_TYPE_TASK_STORAGE:
+            raise ValueError(f"map {kv_map.name} is not a task storage map")
+        self.layout = layout or Layout.from_btf(kv_map.btf, kv_map._obj.path)
+        if kv_map.value_size != self.layout.value_size:
+            raise ValueError(f"map {kv_map.name} value is {kv_map.value_size} bytes, "
+                             f"struct kv_store_value is {self.layout.value_size}")
+        self.map = kv_map
+        self.pin_path = pin_path
+        self._pinned = False
+        self._closed = True
+        self._pidfd, self.task = _pidfd(pid, tid)
+        self._key = struct.pack("i", self._pidfd)
+        self._meta: _Page | None = None
+        self._pages: list[_Page] = []
+        try:
+            self._meta = _Page(self.layout.page_size)
+            self._entries = self._meta.view.cast("I")
+            self._pages.append(_Page(self.layout.page_size))
+            self._register(BPF_NOEXIST)
+            self._closed = False
+            if pin_path:
+                kv_map.pin(pin_path)
+                self._pinned = True
+        except BaseException:
+            self._release()
+            raise
+
+    @classmethod
+    def create(cls, obj: BpfObject, map_name: str = DEFAULT_MAP, **kwargs) -> "KVStore":
+        """Store in a loaded object's task storage map."""
+        return cls(obj.map(map_name), **kwargs)
+
+    # --- registration --------------------------------------------------------
+
+    def _value(self, pages: list[_Page]) -> bytes:
+        buf = bytearray(self.layout.value_size)
+        struct.pack_into("Q", buf, self.layout.meta_field, self._meta.address)
+        for i, page in enumerate(pages):
+            struct.pack_into("Q", buf, self.layout.page_fields[i], page.address)
+        return bytes(buf)
+
+    def _register(self, flags: int, pages: list[_Page] | None = None) -> None:
+        try:
+            self.map.update(self._key, self._value(self._pages if pages is None else pages), flags)
+        except LibbpfError as exc:
+            if exc.errno == errno.EEXIST:
+                raise InvalidValueError(
+                    f"{self.task} already has a store in map {self.map.name}; "
+                    "close that store first") from None
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.E2BIG):
+                raise UnsupportedKernelError(
+                    f"registering uptr pages in {self.map.name} failed ({exc.strerror}): "
+                    "the kernel needs uptr support in task storage (Linux >= 6.13)") from None
+            if exc.errno == errno.ESRCH:
+                raise OSError(errno.ESRCH, f"{self.task} has exited") from None
+            raise
+
+    def _add_page(self) -> None:
+        if len(self._pages) >= self.layout.max_pages:
+            raise StoreFullError(f"all {self.layout.max_pages} data pages are in use")
+        page = _Page(self.layout.page_size)
+        try:
+            self._register(BPF_EXIST, self._pages + [page])
+        except BaseException:
+            page.close()
+            raise
+        self._pages.append(page)
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+    def _check_key(self, key: int) -> None:
+        if not isinstance(key, int) or not 0 <= key < self.layout.max_keys:
+            raise InvalidKeyError(f"key {key!r} is outside 0..{self.layout.max_keys - 1}")
+
+    def _check_size(self, size: int, what: str) -> None:
+        if not 1 <= size <= self.layout.max_value_size:
+            raise InvalidValueError(f"{what} is {size} bytes; values are 1..{self.layout.max_value_size} bytes")
+
+    def _slot(self, key: int) -> Slot | None:
+        return self.layout.decode(self._entries[key])
+
+    def _require(self, key: int) -> Slot:
+        self._check()
+        self._check_key(key)
+        slot = self._slot(key)
+        if slot is None:
+            raise MissingKeyError(f"key {key} holds no value")
+        return slot
+
+    def _allocator(self) -> Allocator:
+        # Rebuilt from the metadata so that deletes done by BPF free space too.
+        return Allocator.from_slots((s for s in map(self.layout.decode, self._entries) if s),
+                                    self.layout.page_size, self.layout.max_pages, len(self._pages))
+
+    def _place(self, size: int, alloc: Allocator) -> Slot:
+        """Find room, adding a data page if needed; StoreFullError changes nothing."""
+        slot = alloc.find(size)
+        while slot.page >= len(self._pages):
+            self._add_page()
+        return slot
+
+    def _publish(self, key: int, slot: Slot | None) -> None:
+        self._entries[key] = 0 if slot is None else self.layout.encode(slot)
+
+    # --- public API ------------------------------------------------------------
+
+    def get(self, key: int) -> bytes:
+        slot = self._require(key)
+        return bytes(self._pages[slot.page].view[slot.offset:slot.end])
+
+    def put(self, key: int, value: bytes) -> None:
+        """Set key's value; a new key gets space, an existing key keeps its size."""
+        self._check()
+        self._check_key(key)
+        value = bytes(value)
+        self._check_size(len(value), f"value for key {key}")
+        slot = self._slot(key)
+        if slot is None:
+            slot = self._place(len(value), self._allocator())
+        elif slot.size != len(value):
+            raise InvalidValueError(
+                f"key {key} holds {slot.size} bytes, got {len(value)}; resize({key}, {len(value)}) first")
+        self._pages[slot.page].view[slot.offset:slot.end] = value
+        self._publish(key, slot)
+
+    def delete(self, key: int) -> None:
+        self._require(key)
+        self._publish(key, None)
+
+    def resize(self, key: int, size: int) -> Slot:
+        """Change key's size keeping its common prefix (new bytes are zero)."""
+        old = self._require(key)
+        self._check_size(size, f"new size of key {key}")
+        if size == old.size:
+            return old
+        alloc = self._allocator()
+        if alloc.can_resize_in_place(old, size):
+            new = Slot(old.page, old.offset, size)
+        else:
+            # The old bytes stay reserved: BPF may read them until the entry moves.
+            new = self._place(size, alloc)
+        dst = self._pages[new.page].view
+        keep = min(old.size, size)
+        if new != Slot(old.page, old.offset, size):
+            dst[new.offset:new.offset + keep] = self._pages[old.page].view[old.offset:old.offset + keep]
+        if size > keep:
+            dst[new.offset + keep:new.end] = bytes(size - keep)
+        self._publish(key, new)
+        return new
+
+    def slot(self, key: int) -> Slot:
+        """Where key's value lives."""
+        return self._require(key)
+
+    def size(self, key: int) -> int:
+        return self._require(key).size
+
+    def keys(self) -> list[int]:
+        self._check()
+        bit = self.layout.init_bit
+        return [k for k, e in enumerate(self._entries) if e & bit]
+
+    def items(self) -> list[tuple[int, bytes]]:
+        return [(k, self.get(k)) for k in self.keys()]
+
+    def __contains__(self, key: int) -> bool:
+        self._check()
+        return isinstance(key, int) and 0 <= key < self.layout.max_keys and self._slot(key) is not None
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    @property
+    def pages(self) -> int:
+        """Data pages registered now."""
+        return len(self._pages)
+
+    def free_bytes(self) -> int:
+        self._check()
+        return self._allocator().free_bytes(self.layout.max_pages)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Remove the store from the map (the kernel unpins every page) and unmap all pages."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            try:
+                self.map.delete(self._key)
+            except LibbpfError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ESRCH, errno.EBADF):
+                    raise
+            if self._pinned:
+                self.map.unpin(self.pin_path)
+                self._pinned = False
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if getattr(self, "_entries", None) is not None:
+            self._entries.release()
+            self._entries = None
+        for page in self._pages:
+            page.close()
+        self._pages = []
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        if getattr(self, "_pidfd", -1) >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
