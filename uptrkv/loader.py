@@ -267,8 +267,8 @@ class GlobalData:
 
     def read(self, name: str) -> bytes:
         m, off, size = self._locate(name)
-        buf = self._buffer(m)
-        return bytes(memoryview(buf)[off:off + size])
+        with memoryview(self._buffer(m)) as view, view.cast("B") as raw:
+            return bytes(raw[off:off + size])
 
     def write(self, name: str, data: bytes, offset: int = 0) -> None:
         m, off, size = self._locate(name)
@@ -277,8 +277,8 @@ class GlobalData:
         buf = self._buffer(m)
         if self._obj.loaded and m.flags & BPF_F_RDONLY_PROG:
             raise PermissionError(f"{name} is in {m.name}, read-only after load")
-        with memoryview(buf) as view:
-            view[off + offset:off + offset + len(data)] = data
+        with memoryview(buf) as view, view.cast("B") as raw:
+            raw[off + offset:off + offset + len(data)] = data
 
     def get_int(self, name: str, signed: bool = True) -> int:
         return int.from_bytes(self.read(name), "little", signed=signed)
