@@ -1,0 +1,103 @@
+"""Fixtures for tests that run against the real kernel (as root).
+
+Tests that need the kernel skip with the reason when it cannot host a store,
+unless UPTRKV_REQUIRE_KERNEL=1 (set by .ci/run and the VM runner), where
+that is a failure instead.  UPTRKV_EXPECT_DYNPTR=1 says the kernel carries
+the verifier patch: the behavioural suite then runs on both copy paths.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+REQUIRE_KERNEL = os.environ.get("UPTRKV_REQUIRE_KERNEL") == "1"
+EXPECT_DYNPTR = os.environ.get("UPTRKV_EXPECT_DYNPTR") == "1"
+
+KV_TEST_GET, KV_TEST_PUT, KV_TEST_DELETE = 1, 2, 3
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """The kernel can host a store (checked with a real probe program)."""
+    from uptrkv.errors import UnsupportedKernelError
+    from uptrkv.support import check_kernel
+    try:
+        return check_kernel()
+    except (UnsupportedKernelError, FileNotFoundError) as exc:
+        if REQUIRE_KERNEL:
+            pytest.fail(f"UPTRKV_REQUIRE_KERNEL=1 but: {exc}")
+        pytest.skip(str(exc))
+
+
+def pytest_generate_tests(metafunc):
+    if "copy_path" in metafunc.fixturenames:
+        metafunc.parametrize("copy_path", ["stock", "dynptr"] if EXPECT_DYNPTR else ["stock"],
+                             scope="module")
+
+
+class BpfOps:
+    """Drives kv_store_get/put/delete in BPF through test_kv_ops and BPF_PROG_TEST_RUN."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.g = obj.globals
+        self.prog = obj.program("kv_ops")
+
+    def _run(self, op: int, key: int, size: int) -> int:
+        self.g.set_int("op", op)
+        self.g.set_int("key", key & 0xFFFFFFFF)
+        self.g.set_int("size", size)
+        self.prog.test_run()
+        return self.g.get_int("ret")
+
+    def get(self, key: int, size: int = 4096) -> tuple[int, bytes]:
+        ret = self._run(KV_TEST_GET, key, size)
+        return ret, (self.g.read("buf")[:ret] if ret > 0 else b"")
+
+    def put(self, key: int, data: bytes) -> int:
+        self.g.write("buf", data)
+        return self._run(KV_TEST_PUT, key, len(data))
+
+    def delete(self, key: int) -> int:
+        return self._run(KV_TEST_DELETE, key, 0)
+
+
+@pytest.fixture(scope="module")
+def ops_obj(kernel, copy_path):
+    from uptrkv.loader import BpfObject
+    from uptrkv.objects import object_path
+    with BpfObject(object_path("test_kv_ops", copy_path)) as obj:
+        obj.load()
+        yield obj
+
+
+@pytest.fixture
+def bpf(ops_obj):
+    return BpfOps(ops_obj)
+
+
+@pytest.fixture
+def store(ops_obj):
+    from uptrkv.store import KVStore
+    with KVStore.create(ops_obj) as s:
+        yield s
+
+
+@pytest.fixture
+def bpffs(kernel, tmp_path_factory):
+    """A directory on bpffs for pins, removed afterwards."""
+    import shutil
+    import subprocess
+    root = "/sys/fs/bpf"
+    if not os.path.ismount(root):
+        subprocess.run(["mount", "-t", "bpf", "bpf", root], check=True)
+    path = os.path.join(root, f"uptrkv-test-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+NEG = {name: -getattr(errno, name) for name in ("ENOENT", "E2BIG", "EINVAL", "EMSGSIZE", "ESRCH")}

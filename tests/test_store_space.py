@@ -1,0 +1,151 @@
+"""Page growth, the full-store error, resize, close and re-init, on the kernel."""
+
+import pytest
+
+from conftest import NEG
+from uptrkv.errors import (InvalidKeyError, InvalidValueError, MissingKeyError, StoreClosedError,
+                           StoreFullError)
+
+
+def snapshot(store):
+    return {k: (store.slot(k), store.get(k)) for k in store.keys()}
+
+
+def test_growth_through_all_pages_then_full(store, bpf):
+    for page in range(8):
+        store.put(page, bytes([page + 1]) * 4096)
+        assert store.pages == page + 1
+    assert store.slot(7).page == 7
+    assert bpf.get(7) == (4096, b"\x08" * 4096)
+    before = snapshot(store)
+    with pytest.raises(StoreFullError, match="8 pages"):
+        store.put(100, b"x")
+    assert snapshot(store) == before
+    assert store.pages == 8
+    assert 100 not in store
+    assert bpf.get(100)[0] == NEG["ENOENT"]
+
+
+def test_growth_never_moves_existing_values(store, bpf):
+    store.put(1, b"first page")
+    for key in range(2, 12):
+        store.put(key, bytes([key]) * 2000)
+    assert store.get(1) == b"first page"
+    assert bpf.get(1) == (10, b"first page")
+    for key in range(2, 12):
+        assert bpf.get(key) == (2000, bytes([key]) * 2000)
+
+
+def test_resize_up_and_down_keeps_data(store, bpf):
+    store.put(1, b"abcdefgh")
+    slot = store.resize(1, 16)
+    assert store.get(1) == b"abcdefgh" + bytes(8)
+    assert bpf.get(1) == (16, b"abcdefgh" + bytes(8))
+    assert store.resize(1, 3).offset == slot.offset
+    assert store.get(1) == b"abc"
+    assert bpf.get(1) == (3, b"abc")
+    assert bpf.put(1, b"xyz") == 0
+    store.resize(1, 4096)
+    assert store.get(1) == b"xyz" + bytes(4093)
+    assert bpf.get(1) == (4096, b"xyz" + bytes(4093))
+
+
+def test_resize_moves_metadata_when_neighbour_blocks(store, bpf):
+    store.put(1, b"12345678")
+    store.put(2, b"neighbor")              # right after key 1
+    old = store.slot(1)
+    new = store.resize(1, 24)
+    assert (new.page, new.offset) != (old.page, old.offset)
+    assert store.slot(1) == new            # the metadata really points at the new place
+    assert bpf.get(1) == (24, b"12345678" + bytes(16))
+    assert bpf.put(1, b"B" * 24) == 0
+    assert store.get(1) == b"B" * 24
+    assert store.get(2) == b"neighbor"
+    store.put(3, b"reuses!!")              # the old slot is free again
+    assert store.slot(3) == old
+
+
+def test_resize_on_full_store_changes_nothing(store):
+    store.put(0, b"a" * 2000)
+    store.put(8, b"b" * 2000)               # right after key 0 on page 0
+    for key in range(1, 8):
+        store.put(key, bytes([key]) * 4096)
+    before = snapshot(store)
+    with pytest.raises(StoreFullError):
+        store.resize(0, 3000)
+    assert snapshot(store) == before
+    assert store.resize(0, 1000).offset == 0   # shrinking still works in place
+
+
+@pytest.mark.parametrize("key", [-1, 1024, 5000, "1", 1.0])
+def test_bad_keys(store, key):
+    with pytest.raises(InvalidKeyError, match="outside 0..1023"):
+        store.put(key, b"x")
+
+
+@pytest.mark.parametrize("size", [0, 4097])
+def test_bad_sizes(store, size):
+    with pytest.raises(InvalidValueError, match="1..4096"):
+        store.put(1, b"x" * size)
+    store.put(2, b"ok")
+    with pytest.raises(InvalidValueError, match="1..4096"):
+        store.resize(2, size)
+    assert store.get(2) == b"ok"
+    assert store.keys() == [2]
+
+
+def test_put_with_other_size_needs_resize(store):
+    store.put(1, b"12345678")
+    with pytest.raises(InvalidValueError, match=r"resize\(1, 4\)"):
+        store.put(1, b"1234")
+    assert store.get(1) == b"12345678"
+
+
+def test_missing_keys(store):
+    for call in (store.get, store.delete, store.size, store.slot, lambda k: store.resize(k, 4)):
+        with pytest.raises(MissingKeyError, match="key 3 holds no value"):
+            call(3)
+
+
+def test_bpf_error_returns(store, bpf):
+    store.put(1, b"12345678")
+    store.put(2, b"x" * 100)
+    assert bpf.get(1024)[0] == NEG["EINVAL"]
+    assert bpf.get(0xFFFFFFFF)[0] == NEG["EINVAL"]
+    assert bpf.get(3)[0] == NEG["ENOENT"]
+    assert bpf.get(1, 4)[0] == NEG["E2BIG"]
+    assert bpf.get(2, 99)[0] == NEG["E2BIG"]
+    assert bpf.get(2, 100)[0] == 100
+    assert bpf.put(1, b"1234") == NEG["EMSGSIZE"]
+    assert bpf.put(2, b"y" * 101) == NEG["EMSGSIZE"]
+    assert bpf.put(3, b"12345678") == NEG["ENOENT"]
+    assert bpf.delete(1024) == NEG["EINVAL"]
+    assert store.get(1) == b"12345678" and store.get(2) == b"x" * 100
+
+
+def test_close_and_reinit(ops_obj, bpf):
+    from uptrkv.store import KVStore
+    store = KVStore.create(ops_obj)
+    for key in range(8):
+        store.put(key, b"v" * 4096)
+    store.close()
+    store.close()                           # idempotent
+    assert store.closed
+    assert bpf.get(0)[0] == NEG["ESRCH"]    # the element (and its pinned pages) is gone
+    with pytest.raises(StoreClosedError):
+        store.get(0)
+    with pytest.raises(StoreClosedError):
+        store.put(0, b"x")
+    with KVStore.create(ops_obj) as again:
+        assert again.keys() == [] and again.pages == 1
+        again.put(0, b"fresh")
+        assert bpf.get(0) == (5, b"fresh")
+
+
+def test_second_store_for_same_task_is_refused(store, ops_obj, bpf):
+    from uptrkv.store import KVStore
+    store.put(1, b"kept")
+    with pytest.raises(InvalidValueError, match="already has a store"):
+        KVStore.create(ops_obj)
+    assert store.get(1) == b"kept"
+    assert bpf.get(1) == (4, b"kept")
