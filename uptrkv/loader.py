@@ -382,7 +382,7 @@ class BpfObject:
         return self
 
     def close(self) -> None:
-        if self._globals is not None:
+        if getattr(self, "_globals", None) is not None:
             self._globals.close()
             self._globals = None
         if getattr(self, "_ptr", None):
