@@ -12,14 +12,33 @@ BPF_OBJS := $(foreach n,$(BPF_NAMES),$(BUILD)/bpf/$(n).bpf.o $(BUILD)/bpf/$(n).d
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf clean help
+.PHONY: all bpf demo test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
 
 help:
-	@echo "make bpf      build the BPF objects into $(BUILD)/bpf"
-	@echo "make clean    remove $(BUILD)"
+	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
+	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
+	@echo "make test       host tests, then the VM tests on the patched kernel"
+	@echo "make host-test  the pytest suite on the running kernel only"
+	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
+	@echo "make vmshell    a shell in the booted patched kernel"
+	@echo "make kernel     only build (or reuse) the patched kernel"
+	@echo "make clean      remove $(BUILD)"
+	@echo "(./run TARGET installs what is missing first)"
+
+# bpffs for pinning; a fresh machine may not have it mounted.
+bpffs:
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+demo: bpf bpffs
+	$(PYTHON) -m uptrkv.cli demo
+
+host-test: bpf bpffs
+	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra tests
+
+test: host-test vmtest
 
 $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)
@@ -35,3 +54,14 @@ $(BUILD)/bpf/%.dynptr.bpf.o: bpf/%.bpf.c bpf/kv_store.h bpf/kv_layout.h $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
+
+# --- the patched kernel in a virtme-ng VM (see vm/) ---
+.PHONY: kernel vmtest vmshell
+kernel:
+	vm/build-kernel.sh
+
+vmtest: bpf
+	vm/vmtest.sh
+
+vmshell: bpf
+	vm/vmtest.sh --shell

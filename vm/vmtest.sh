@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Boot the patched kernel under QEMU with virtme-ng and run the test suite in
+# it; the guest's pytest summary and exit code are reported here.
+#   vm/vmtest.sh [pytest args]     run the suite in the guest
+#   vm/vmtest.sh --shell           an interactive shell in the guest instead
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+venv_bin=${VENV_BIN:-$top/.venv/bin}
+export PATH=$venv_bin:$PATH
+start=$SECONDS
+log() { printf '[vmtest %4ds] %s\n' $((SECONDS - start)) "$*" >&2; }
+
+bzimage=$("$here/build-kernel.sh")
+# No hardware virtualisation on these machines: TCG. Without --disable-kvm
+# QEMU tries KVM and hangs without output.
+vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" -r "$bzimage")
+
+if [ "${1:-}" = "--shell" ]; then
+    exec vng "${vng_args[@]}"
+fi
+
+results=$(mktemp -d /tmp/uptrkv-vm.XXXXXX)
+trap 'rm -rf "$results"' EXIT
+log "booting $bzimage under TCG"
+set +e
+vng "${vng_args[@]}" --rwdir="$results" \
+    --exec "sh $here/guest-tests.sh $results $*" < /dev/null
+vng_rc=$?
+set -e
+log "guest finished (vng exit code $vng_rc)"
+if [ ! -f "$results/rc" ]; then
+    echo "[vmtest] error: the guest reported no result (vng exit code $vng_rc)" >&2
+    exit 1
+fi
+rc=$(cat "$results/rc")
+summary=$(grep -E '^=+ .* in [0-9.]+s' "$results/pytest.log" | tail -n 1 || true)
+log "guest pytest: ${summary:-no summary} (exit $rc)"
+exit "$rc"
