@@ -174,6 +174,15 @@ class BpfMap:
         self._obj._check()
         lib.bpf_map__unpin(self._ptr, os.fsencode(path))
 
+    def reuse_fd(self, fd: int) -> None:
+        """Make this map, before load, be the map behind fd (libbpf dups it)."""
+        self._obj._check(loaded=False)
+        lib.bpf_map__reuse_fd(self._ptr, fd)
+
+    def handle(self) -> MapHandle:
+        """A new fd on this map that stays valid after the object closes."""
+        return MapHandle.of(self)
+
     def reuse_pinned(self, path: str) -> None:
         """Make this map, before load, use the map pinned at path."""
         self._obj._check(loaded=False)
@@ -217,6 +226,60 @@ class BpfMap:
                 return False
             raise
         return True
+
+
+class MapHandle:
+    """An fd of its own on a map, independent of the object it came from.
+
+    A store keeps one so that it outlives the object that created its map:
+    a rollout closes the old object while the store and the map go on.
+    """
+
+    def __init__(self, fd: int, name: str, key_size: int, value_size: int):
+        self._fd = fd
+        self.name = name
+        self.key_size = key_size
+        self.value_size = value_size
+
+    @classmethod
+    def of(cls, m: "BpfMap") -> "MapHandle":
+        return cls(os.dup(m.fd), m.name, m.key_size, m.value_size)
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"handle of map {self.name} is closed")
+        return self._fd
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        if len(key) != self.key_size or len(value) != self.value_size:
+            raise ValueError(f"map {self.name} takes {self.key_size}-byte keys and "
+                             f"{self.value_size}-byte values")
+        kbuf = ctypes.create_string_buffer(key, len(key))
+        vbuf = ctypes.create_string_buffer(value, len(value))
+        lib.bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete key; False if it was not there."""
+        kbuf = ctypes.create_string_buffer(key, len(key))
+        try:
+            lib.bpf_map_delete_elem(self.fd, kbuf)
+        except LibbpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def pin(self, path: str) -> None:
+        lib.bpf_obj_pin(self.fd, os.fsencode(path))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
 
 
 class GlobalData:

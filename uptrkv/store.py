@@ -80,7 +80,7 @@ class KVStore:
         if kv_map.value_size != self.layout.value_size:
             raise ValueError(f"map {kv_map.name} value is {kv_map.value_size} bytes, "
                              f"struct kv_store_value is {self.layout.value_size}")
-        self.map = kv_map
+        self.map = kv_map.handle()
         self.pin_path = pin_path
         self._pinned = False
         self._closed = True
@@ -95,7 +95,7 @@ class KVStore:
             self._register(BPF_NOEXIST)
             self._closed = False
             if pin_path:
-                kv_map.pin(pin_path)
+                self.map.pin(pin_path)
                 self._pinned = True
         except BaseException:
             self._release()
@@ -275,7 +275,7 @@ class KVStore:
                 if exc.errno not in (errno.ENOENT, errno.ESRCH, errno.EBADF):
                     raise
             if self._pinned:
-                self.map.unpin(self.pin_path)
+                os.unlink(self.pin_path)
                 self._pinned = False
         finally:
             self._release()
@@ -293,6 +293,8 @@ class KVStore:
         if getattr(self, "_pidfd", -1) >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+        if getattr(self, "map", None) is not None:
+            self.map.close()
 
     def __enter__(self):
         return self
