@@ -9,6 +9,8 @@ BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_NAMES := $(patsubst bpf/%.bpf.c,%,$(BPF_SRCS))
 # Every program is built twice: the stock copy path and the dynptr path.
 BPF_OBJS := $(foreach n,$(BPF_NAMES),$(BUILD)/bpf/$(n).bpf.o $(BUILD)/bpf/$(n).dynptr.bpf.o)
+# Headers, and sources that other sources include (the rollout variants).
+BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
@@ -44,11 +46,11 @@ $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)
 	$(BPFTOOL) btf dump file $< format c > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/kv_store.h bpf/kv_layout.h $(BUILD)/vmlinux.h
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_DEPS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-$(BUILD)/bpf/%.dynptr.bpf.o: bpf/%.bpf.c bpf/kv_store.h bpf/kv_layout.h $(BUILD)/vmlinux.h
+$(BUILD)/bpf/%.dynptr.bpf.o: bpf/%.bpf.c $(BPF_DEPS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -DKV_STORE_DYNPTR -c $< -o $@
 

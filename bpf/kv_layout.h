@@ -79,6 +79,21 @@ struct kv_store_value {
 	struct kv_data_page __uptr *page7;
 };
 
+/*
+ * One key of a program's manifest, as KV_KEY() in kv_store.h embeds it in
+ * the object's ".uptrkv.manifest" section.  User space reads the section with
+ * pyelftools and the record layout from BTF.
+ */
+#define KV_MANIFEST_NAME_LEN 56
+#define KV_MANIFEST_SECTION ".uptrkv.manifest"
+
+struct kv_manifest_entry {
+	__u32 id;
+	__u32 size;
+	char name[KV_MANIFEST_NAME_LEN];
+	char type[KV_MANIFEST_NAME_LEN];
+};
+
 static inline __u32 kv_meta_off(__u32 e)
 {
 	return (e >> KV_META_OFF_SHIFT) & KV_META_OFF_MASK;

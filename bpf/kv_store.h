@@ -88,8 +88,24 @@ struct {
  * which user space reads back) part of the object's BTF.
  */
 struct kv_meta_page *kv_anchor_meta_page;
+struct kv_manifest_entry *kv_anchor_manifest_entry;
 struct kv_data_page *kv_anchor_data_page;
 enum kv_layout kv_anchor_layout;
+
+/*
+ * Declare a key the program uses: KV_KEY(counter, 1, __u64) gives the
+ * compile-time constant KV_KEY_counter == 1 (no lookup at run time) and
+ * records {1, sizeof(__u64), "counter", "__u64"} in the object's manifest
+ * section, which the rollout checks against the TOML manifest.
+ */
+#define KV_KEY(_name, _id, _type)						\
+	enum { KV_KEY_##_name = (_id) };					\
+	_Static_assert((_id) >= 0 && (_id) < KV_MAX_KEYS, "key id out of range");	\
+	_Static_assert(sizeof(_type) >= 1 && sizeof(_type) <= KV_MAX_VALUE_SIZE,	\
+		       "value size out of range");				\
+	static const struct kv_manifest_entry __kv_manifest_##_name		\
+	__attribute__((section(KV_MANIFEST_SECTION), used)) =			\
+		{ (_id), sizeof(_type), #_name, #_type }
 
 /* The calling program's one map lookup per run. */
 static __always_inline struct kv_store_value *kv_store_lookup(struct task_struct *task)

@@ -8,6 +8,7 @@ from uptrkv.allocator import Allocator, Slot, alignment
 from uptrkv.errors import StoreFullError
 
 PAGE = 4096
+pytestmark = pytest.mark.nokernel
 
 
 def check_invariants(alloc: Allocator) -> None:

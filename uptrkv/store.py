@@ -88,6 +88,7 @@ class KVStore:
         self._key = struct.pack("i", self._pidfd)
         self._meta: _Page | None = None
         self._pages: list[_Page] = []
+        self._staged: dict[int, Slot] = {}   # written but not yet published
         try:
             self._meta = _Page(self.layout.page_size)
             self._entries = self._meta.view.cast("I")
@@ -167,9 +168,12 @@ class KVStore:
             raise MissingKeyError(f"key {key} holds no value")
         return slot
 
-    def _allocator(self) -> Allocator:
-        # Rebuilt from the metadata so that deletes done by BPF free space too.
-        return Allocator.from_slots((s for s in map(self.layout.decode, self._entries) if s),
+    def allocator(self) -> Allocator:
+        """The current placement as a new Allocator (changing it changes nothing here)."""
+        # Rebuilt from the metadata so that deletes done by BPF free space too;
+        # staged values are reserved as well.
+        live = [s for s in map(self.layout.decode, self._entries) if s]
+        return Allocator.from_slots(live + list(self._staged.values()),
                                     self.layout.page_size, self.layout.max_pages, len(self._pages))
 
     def _place(self, size: int, alloc: Allocator) -> Slot:
@@ -196,7 +200,7 @@ class KVStore:
         self._check_size(len(value), f"value for key {key}")
         slot = self._slot(key)
         if slot is None:
-            slot = self._place(len(value), self._allocator())
+            slot = self._place(len(value), self.allocator())
         elif slot.size != len(value):
             raise InvalidValueError(
                 f"key {key} holds {slot.size} bytes, got {len(value)}; resize({key}, {len(value)}) first")
@@ -213,7 +217,7 @@ class KVStore:
         self._check_size(size, f"new size of key {key}")
         if size == old.size:
             return old
-        alloc = self._allocator()
+        alloc = self.allocator()
         if alloc.can_resize_in_place(old, size):
             new = Slot(old.page, old.offset, size)
         else:
@@ -227,6 +231,69 @@ class KVStore:
             dst[new.offset + keep:new.end] = bytes(size - keep)
         self._publish(key, new)
         return new
+
+    # --- staging: write now, publish later (used by rollout) ---------------------
+
+    def stage(self, key: int, value: bytes) -> Slot:
+        """Write value into fresh space for key without publishing it.
+
+        BPF keeps seeing key's current entry (or none) until publish_staged();
+        discard_staged() frees the space again.
+        """
+        self._check()
+        self._check_key(key)
+        value = bytes(value)
+        self._check_size(len(value), f"value for key {key}")
+        if key in self._staged:
+            raise InvalidValueError(f"key {key} already has a staged value")
+        slot = self._place(len(value), self.allocator())
+        self._pages[slot.page].view[slot.offset:slot.end] = value
+        self._staged[key] = slot
+        return slot
+
+    def publish_staged(self, key: int) -> None:
+        self._check()
+        self._publish(key, self._staged.pop(key))
+
+    def discard_staged(self, key: int) -> None:
+        self._staged.pop(key, None)
+
+    def compact(self) -> int:
+        """Move values down to the lowest free offsets and release empty trailing pages.
+
+        Each move copies the value, then flips its metadata entry with one
+        32-bit store, so a BPF reader always sees a whole value.  A BPF write
+        to a value while it moves (between the copy and the flip) is lost:
+        run compact() while no attached program writes to the store, for
+        example before attaching or after detaching.  Returns bytes moved.
+        """
+        self._check()
+        if self._staged:
+            raise InvalidValueError("cannot compact while values are staged")
+        moved = 0
+        entries = sorted(((s.page, s.offset, k, s) for k in self.keys() for s in [self._slot(k)]))
+        alloc = Allocator(self.layout.page_size, self.layout.max_pages, len(self._pages))
+        for page, offset, key, old in entries:
+            alloc.reserve(old)
+        for page, offset, key, old in entries:
+            alloc.release(old)
+            new = alloc.find(old.size)
+            if (new.page, new.offset) < (old.page, old.offset) and \
+                    (new.page != old.page or new.end <= old.offset):
+                self._pages[new.page].view[new.offset:new.end] = \
+                    self._pages[old.page].view[old.offset:old.end]
+                self._publish(key, new)
+                alloc.reserve(new)
+                moved += old.size
+            else:
+                alloc.reserve(old)
+        used_pages = max((s.page + 1 for s in alloc.slots()), default=1)
+        if used_pages < len(self._pages):
+            self._register(BPF_EXIST, self._pages[:used_pages])
+            for page in self._pages[used_pages:]:
+                page.close()
+            del self._pages[used_pages:]
+        return moved
 
     def slot(self, key: int) -> Slot:
         """Where key's value lives."""
@@ -257,7 +324,7 @@ class KVStore:
 
     def free_bytes(self) -> int:
         self._check()
-        return self._allocator().free_bytes(self.layout.max_pages)
+        return self.allocator().free_bytes(self.layout.max_pages)
 
     @property
     def closed(self) -> bool:
