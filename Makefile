@@ -14,7 +14,7 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo test host-test bpffs clean help
+.PHONY: all bpf demo rollout-demo rollout-timing test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -22,6 +22,8 @@ bpf: $(BPF_OBJS)
 help:
 	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
 	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
+	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
+	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
 	@echo "make host-test  the pytest suite on the running kernel only"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
@@ -36,6 +38,12 @@ bpffs:
 
 demo: bpf bpffs
 	$(PYTHON) -m uptrkv.cli demo
+
+rollout-demo: bpf bpffs
+	$(PYTHON) examples/rollout_demo.py
+
+rollout-timing: bpf bpffs
+	$(PYTHON) examples/rollout_1024.py
 
 host-test: bpf bpffs
 	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra tests

@@ -149,3 +149,22 @@ def test_second_store_for_same_task_is_refused(store, ops_obj, bpf):
         KVStore.create(ops_obj)
     assert store.get(1) == b"kept"
     assert bpf.get(1) == (4, b"kept")
+
+
+def test_compact_moves_values_and_releases_pages(store, bpf):
+    for key in range(12):
+        store.put(key, bytes([key]) * 1000)
+    assert store.pages == 3
+    for key in range(0, 12, 2):
+        store.delete(key)
+    kept = {k: store.get(k) for k in store.keys()}
+    moved = store.compact()
+    assert moved > 0
+    assert store.pages == 2                       # 6 x 1000 bytes fit two pages
+    assert {k: store.get(k) for k in store.keys()} == kept
+    for key, value in kept.items():
+        assert bpf.get(key) == (1000, value)      # BPF follows the moved metadata
+    assert bpf.put(11, b"\x42" * 1000) == 0
+    assert store.get(11) == b"\x42" * 1000
+    store.put(50, b"z" * 4096)                    # a page can be added again
+    assert store.pages == 3 and bpf.get(50) == (4096, b"z" * 4096)

@@ -89,6 +89,8 @@ class KVStore:
         self._meta: _Page | None = None
         self._pages: list[_Page] = []
         self._staged: dict[int, Slot] = {}   # written but not yet published
+        self._shadow = [0] * self.layout.max_keys  # entries as this store last wrote them
+        self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
         try:
             self._meta = _Page(self.layout.page_size)
             self._entries = self._meta.view.cast("I")
@@ -168,23 +170,47 @@ class KVStore:
             raise MissingKeyError(f"key {key} holds no value")
         return slot
 
-    def allocator(self) -> Allocator:
-        """The current placement as a new Allocator (changing it changes nothing here)."""
-        # Rebuilt from the metadata so that deletes done by BPF free space too;
-        # staged values are reserved as well.
-        live = [s for s in map(self.layout.decode, self._entries) if s]
-        return Allocator.from_slots(live + list(self._staged.values()),
-                                    self.layout.page_size, self.layout.max_pages, len(self._pages))
+    def _sync(self) -> Allocator:
+        """The placement, updated for entries changed behind our back (BPF deletes)."""
+        now = self._entries.tolist()
+        if now != self._shadow:
+            try:
+                for was, is_ in zip(self._shadow, now):
+                    if was != is_:
+                        if (old := self.layout.decode(was)) is not None:
+                            self._alloc.release(old)
+                        if (new := self.layout.decode(is_)) is not None:
+                            self._alloc.reserve(new)
+            except ValueError:   # entries written by someone else: start over from the page
+                live = [s for s in map(self.layout.decode, now) if s]
+                self._alloc = Allocator.from_slots(live + list(self._staged.values()),
+                                                   self.layout.page_size, self.layout.max_pages,
+                                                   len(self._pages))
+            self._shadow = now
+        return self._alloc
 
-    def _place(self, size: int, alloc: Allocator) -> Slot:
-        """Find room, adding a data page if needed; StoreFullError changes nothing."""
+    def allocator(self) -> Allocator:
+        """A copy of the current placement (changing it changes nothing here)."""
+        self._check()
+        return self._sync().copy()
+
+    def _place(self, size: int) -> Slot:
+        """Reserve room, adding data pages if needed; StoreFullError changes nothing."""
+        alloc = self._sync()
         slot = alloc.find(size)
         while slot.page >= len(self._pages):
             self._add_page()
+        alloc.reserve(slot)
         return slot
 
-    def _publish(self, key: int, slot: Slot | None) -> None:
-        self._entries[key] = 0 if slot is None else self.layout.encode(slot)
+    def _set_entry(self, key: int, slot: Slot | None, release_old: bool = True) -> None:
+        """Publish key's entry (one 32-bit store); slot is already reserved."""
+        old = self.layout.decode(self._shadow[key])
+        entry = 0 if slot is None else self.layout.encode(slot)
+        self._entries[key] = entry
+        self._shadow[key] = entry
+        if release_old and old is not None:
+            self._alloc.release(old)
 
     # --- public API ------------------------------------------------------------
 
@@ -199,17 +225,20 @@ class KVStore:
         value = bytes(value)
         self._check_size(len(value), f"value for key {key}")
         slot = self._slot(key)
-        if slot is None:
-            slot = self._place(len(value), self.allocator())
-        elif slot.size != len(value):
-            raise InvalidValueError(
-                f"key {key} holds {slot.size} bytes, got {len(value)}; resize({key}, {len(value)}) first")
+        if slot is not None:
+            if slot.size != len(value):
+                raise InvalidValueError(
+                    f"key {key} holds {slot.size} bytes, got {len(value)}; resize({key}, {len(value)}) first")
+            self._pages[slot.page].view[slot.offset:slot.end] = value
+            return
+        slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
-        self._publish(key, slot)
+        self._set_entry(key, slot)
 
     def delete(self, key: int) -> None:
         self._require(key)
-        self._publish(key, None)
+        self._sync()
+        self._set_entry(key, None)
 
     def resize(self, key: int, size: int) -> Slot:
         """Change key's size keeping its common prefix (new bytes are zero)."""
@@ -217,19 +246,23 @@ class KVStore:
         self._check_size(size, f"new size of key {key}")
         if size == old.size:
             return old
-        alloc = self.allocator()
+        alloc = self._sync()
+        keep = min(old.size, size)
         if alloc.can_resize_in_place(old, size):
             new = Slot(old.page, old.offset, size)
-        else:
-            # The old bytes stay reserved: BPF may read them until the entry moves.
-            new = self._place(size, alloc)
+            alloc.release(old)
+            alloc.reserve(new)
+            if size > keep:
+                self._pages[new.page].view[new.offset + keep:new.end] = bytes(size - keep)
+            self._set_entry(key, new, release_old=False)
+            return new
+        # Moving: the old bytes stay reserved, BPF may read them until the entry flips.
+        new = self._place(size)
         dst = self._pages[new.page].view
-        keep = min(old.size, size)
-        if new != Slot(old.page, old.offset, size):
-            dst[new.offset:new.offset + keep] = self._pages[old.page].view[old.offset:old.offset + keep]
+        dst[new.offset:new.offset + keep] = self._pages[old.page].view[old.offset:old.offset + keep]
         if size > keep:
             dst[new.offset + keep:new.end] = bytes(size - keep)
-        self._publish(key, new)
+        self._set_entry(key, new)
         return new
 
     # --- staging: write now, publish later (used by rollout) ---------------------
@@ -246,44 +279,45 @@ class KVStore:
         self._check_size(len(value), f"value for key {key}")
         if key in self._staged:
             raise InvalidValueError(f"key {key} already has a staged value")
-        slot = self._place(len(value), self.allocator())
+        slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
         self._staged[key] = slot
         return slot
 
     def publish_staged(self, key: int) -> None:
         self._check()
-        self._publish(key, self._staged.pop(key))
+        self._sync()
+        self._set_entry(key, self._staged.pop(key))
 
     def discard_staged(self, key: int) -> None:
-        self._staged.pop(key, None)
+        slot = self._staged.pop(key, None)
+        if slot is not None:
+            self._alloc.release(slot)
 
     def compact(self) -> int:
         """Move values down to the lowest free offsets and release empty trailing pages.
 
-        Each move copies the value, then flips its metadata entry with one
-        32-bit store, so a BPF reader always sees a whole value.  A BPF write
-        to a value while it moves (between the copy and the flip) is lost:
-        run compact() while no attached program writes to the store, for
-        example before attaching or after detaching.  Returns bytes moved.
+        Each move copies the value into free space that does not overlap it,
+        then flips its metadata entry with one 32-bit store, so a BPF reader
+        always sees a whole value.  A BPF write to a value while it moves
+        (between the copy and the flip) is lost: run compact() while no
+        attached program writes to the store, for example before attaching
+        or after detaching.  Returns the number of bytes moved.
         """
         self._check()
         if self._staged:
             raise InvalidValueError("cannot compact while values are staged")
+        alloc = self._sync()
         moved = 0
-        entries = sorted(((s.page, s.offset, k, s) for k in self.keys() for s in [self._slot(k)]))
-        alloc = Allocator(self.layout.page_size, self.layout.max_pages, len(self._pages))
-        for page, offset, key, old in entries:
-            alloc.reserve(old)
-        for page, offset, key, old in entries:
+        for old, key in sorted((self._slot(k), k) for k in self.keys()):
             alloc.release(old)
             new = alloc.find(old.size)
             if (new.page, new.offset) < (old.page, old.offset) and \
                     (new.page != old.page or new.end <= old.offset):
                 self._pages[new.page].view[new.offset:new.end] = \
                     self._pages[old.page].view[old.offset:old.end]
-                self._publish(key, new)
                 alloc.reserve(new)
+                self._set_entry(key, new, release_old=False)
                 moved += old.size
             else:
                 alloc.reserve(old)
@@ -293,6 +327,7 @@ class KVStore:
             for page in self._pages[used_pages:]:
                 page.close()
             del self._pages[used_pages:]
+            alloc.pages = used_pages
         return moved
 
     def slot(self, key: int) -> Slot:
@@ -324,7 +359,7 @@ class KVStore:
 
     def free_bytes(self) -> int:
         self._check()
-        return self.allocator().free_bytes(self.layout.max_pages)
+        return self._sync().free_bytes(self.layout.max_pages)
 
     @property
     def closed(self) -> bool:

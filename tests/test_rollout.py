@@ -1,0 +1,190 @@
+"""Rollout on real programs attached to tp_btf/sys_enter of a target process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uptrkv.errors import RolloutError, StoreFullError
+from uptrkv.loader import BpfObject
+from uptrkv.manifest import load_manifest
+from uptrkv.objects import object_path
+from uptrkv.rollout import plan, rollout, start
+from uptrkv.store import KVStore
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "rollout"
+CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
+
+
+def u64(raw: bytes) -> int:
+    return int.from_bytes(raw[:8], "little")
+
+
+def wait_for(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+class Target:
+    """A child process making syscalls; stop() freezes it so the store holds still."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD])
+        self.pid = self.proc.pid
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        assert wait_for(lambda: open(f"/proc/{self.pid}/stat").read().split()[2] == "T")
+
+    def cont(self):
+        os.kill(self.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def env(kernel, copy_path, bpffs):
+    target = Target()
+    manifests = {v: load_manifest(EXAMPLES / f"{v}.toml", object_path(f"rollout_{v}", copy_path))
+                 for v in ("v1", "v2", "v3")}
+
+    def configure(obj):
+        obj.globals.set_int("target_tgid", target.pid)
+
+    obj = BpfObject(object_path("rollout_v1", copy_path))
+    configure(obj)
+    obj.load()
+    store = KVStore.create(obj, pid=target.pid, pin_path=os.path.join(bpffs, "kv"))
+    current = start(store, obj, manifests["v1"])
+    env = type("Env", (), dict(target=target, store=store, manifests=manifests, configure=configure,
+                               copy_path=copy_path, current=current))
+    try:
+        assert wait_for(lambda: u64(store.get(2)) >= 3)
+        yield env
+    finally:
+        env.current.close()
+        store.close()
+        target.proc.kill()
+        target.proc.wait()
+
+
+def go(env, version, name=None, **kw):
+    env.current = rollout(env.store, env.current, object_path(name or f"rollout_{version}", env.copy_path),
+                          env.manifests[version], configure=env.configure, **kw)
+    return env.current
+
+
+def content(store):
+    return {k: (store.slot(k), store.get(k)) for k in store.keys()}
+
+
+def test_rfc_scenario(env):
+    store = env.store
+    env.target.stop()
+    calls_v1 = u64(store.get(2))
+    env.target.cont()
+    go(env, "v2")
+    assert 1 not in store                                    # removed once v2 ran
+    assert store.keys() == [2, 3, 4]
+    assert wait_for(lambda: u64(store.get(4)) > 0)
+    inherited = u64(store.get(4))
+    assert inherited >= calls_v1                             # v2 read what v1 wrote
+    assert wait_for(lambda: u64(store.get(2)) > inherited)   # and carries on counting
+    assert u64(store.get(3)) > 0
+
+
+def test_chain_v1_v2_v3_v1(env):
+    store = env.store
+    go(env, "v2")
+    assert wait_for(lambda: u64(store.get(4)) > 0)
+    env.target.stop()
+    last_v2 = store.get(3)
+    go(env, "v3")                                            # key 3 grows 8 -> 16
+    assert store.size(3) == 16
+    assert store.get(3) == last_v2 + bytes(8)                # common prefix kept, growth zeroed
+    env.target.cont()
+    assert wait_for(lambda: u64(store.get(3)[8:]) > 0)       # v3 writes the new half
+    calls = u64(store.get(2))
+    go(env, "v1")                                            # back: 1 added, 4 removed, 3 shrinks
+    assert store.keys() == [1, 2, 3]
+    assert store.size(3) == 8
+    assert wait_for(lambda: u64(store.get(1)) > 0)           # v1 runs again
+    assert u64(store.get(2)) >= calls
+
+
+FAILURES = {
+    "object missing": dict(name="rollout_no_such_object"),
+    "verifier rejection": dict(name="rollout_v2_rejected"),
+    "attach failure": dict(name="rollout_v2_attach_fails"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_failed_rollout_keeps_v1_and_store(env, failure):
+    store = env.store
+    env.target.stop()
+    before = content(store)
+    v1 = env.current
+    with pytest.raises(RolloutError, match="the running version stays attached") as info:
+        if failure == "object missing":
+            rollout(store, v1, "/nonexistent/rollout_v2.bpf.o", env.manifests["v2"], configure=env.configure)
+        else:
+            go(env, "v2", **FAILURES[failure])
+    assert content(store) == before
+    assert env.current is v1 and all(not link.closed for link in v1.links)
+    if failure == "verifier rejection":
+        assert "R1 invalid mem access" in str(info.value.__cause__) or "mem_or_null" in str(info.value.__cause__)
+    env.target.cont()
+    runs = u64(store.get(1))
+    assert wait_for(lambda: u64(store.get(1)) > runs)        # v1 (the only writer of key 1) still runs
+
+
+def test_failed_configure_rolls_back(env):
+    store = env.store
+    env.target.stop()
+    before = content(store)
+
+    def broken(obj):
+        raise RuntimeError("cannot configure")
+    with pytest.raises(RolloutError, match="cannot configure"):
+        rollout(store, env.current, object_path("rollout_v2", env.copy_path), env.manifests["v2"],
+                configure=broken)
+    assert content(store) == before
+
+
+def test_store_too_full_is_refused_before_any_change(env):
+    store = env.store
+    for key in range(100, 107):                  # unmanaged keys fill pages 1..7
+        store.put(key, b"\xee" * 4096)
+    store.put(107, b"\xee" * (4096 - 24 - 7))   # page 0: no 8-aligned 8 bytes left
+    env.target.stop()
+    before = content(store)
+    with pytest.raises(StoreFullError, match="cannot hold"):
+        plan(store, env.manifests["v1"], env.manifests["v2"])
+    with pytest.raises(StoreFullError):
+        go(env, "v2")
+    assert content(store) == before
+    env.target.cont()
+
+
+def test_dry_run_plan(env):
+    p = plan(env.store, env.manifests["v1"], env.manifests["v3"])
+    assert [k.id for k in p.added] == [4] and [k.id for k in p.removed] == [1]
+    assert [(o.size, n.size) for o, n in p.resized] == [(8, 16)]
+    assert [k.id for k in p.kept] == [2]
+    text = str(p)
+    for needle in ("rollout plan:", "removed", "added", "resized", "8 -> 16", "first 8 bytes kept"):
+        assert needle in text
+    assert p.bytes_staged == 24 and p.pages_during == 1
+
+
+def test_running_manifest_must_match_store(env):
+    env.store.delete(3)
+    with pytest.raises(RolloutError, match="key 'last' \\(id 3\\) holds no value"):
+        plan(env.store, env.manifests["v1"], env.manifests["v2"])
