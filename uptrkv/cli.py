@@ -1,4 +1,4 @@
-"""Command line: ``uptrkv demo | check | layout OBJECT``."""
+"""Command line: ``uptrkv demo | check | layout OBJECT | manifest check|header | plan``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,32 @@ def _layout(args) -> int:
     return 0
 
 
+def _manifest_check(args) -> int:
+    from .manifest import load_manifest
+    m = load_manifest(args.toml, args.object)
+    sources = " and ".join(str(x) for x in (args.toml, args.object) if x)
+    print(f"{sources}: {len(m.keys)} keys, {m.total_size()} bytes")
+    for k in m.keys:
+        init = f"  init {k.format(k.init)}" if k.init is not None else ""
+        print(f"  {k.id:>4}  {k.name:<24} {k.size:>4} B  {k.type or '-':<5}{init}")
+    return 0
+
+
+def _manifest_header(args) -> int:
+    from .manifest import read_toml
+    sys.stdout.write(read_toml(args.toml).c_header())
+    return 0
+
+
+def _plan(args) -> int:
+    """Diff two manifests (no store: the space check needs the owning process)."""
+    from .manifest import read_toml
+    from .rollout import Plan, diff
+    p: Plan = diff(read_toml(args.old), read_toml(args.new))
+    print(p.table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="uptrkv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("layout", help="print the store layout read from an object's BTF")
     p.add_argument("object")
     p.set_defaults(func=_layout)
+    p = sub.add_parser("manifest", help="validate a manifest or generate KV_KEY() lines from it")
+    msub = p.add_subparsers(dest="manifest_command", required=True)
+    q = msub.add_parser("check", help="validate a TOML manifest and/or an object's embedded one")
+    q.add_argument("toml", nargs="?")
+    q.add_argument("--object", help="BPF object whose .uptrkv.manifest must agree")
+    q.set_defaults(func=_manifest_check)
+    q = msub.add_parser("header", help="print KV_KEY() declarations for a TOML manifest")
+    q.add_argument("toml")
+    q.set_defaults(func=_manifest_header)
+    p = sub.add_parser("plan", help="diff two manifests: keys kept, added, removed, resized")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.set_defaults(func=_plan)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -92,7 +92,8 @@ class Plan:
                  for k in self.removed]
         return sorted(rows, key=lambda r: int(r[1]))
 
-    def __str__(self) -> str:
+    def table(self) -> str:
+        """The diff as a table, without the space line."""
         head = ("change", "id", "name", "bytes", "note")
         rows = [head] + self.rows()
         widths = [max(len(r[i].strip()) for r in rows) for i in range(len(head))]
@@ -101,14 +102,18 @@ class Plan:
             lines.append("  " + "  ".join(c.strip().ljust(w) for c, w in zip(r, widths)).rstrip())
             if n == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        lines = [self.table()]
         lines.append(f"space: {self.bytes_staged} bytes staged next to the old values; "
                      f"{self.free_before} bytes free in {self.pages_before} page(s) now, "
                      f"{self.pages_during} page(s) during the switch")
         return "\n".join(lines)
 
 
-def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
-    """Dry run: the diff and the space it needs; StoreFullError if it cannot fit."""
+def diff(old: Manifest, new: Manifest) -> Plan:
+    """The key changes from old to new, by id (no store involved)."""
     p = Plan(old, new)
     a, b = old.by_id, new.by_id
     for kid in sorted(set(a) | set(b)):
@@ -123,6 +128,12 @@ def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
             p.resized.append((o, n))
         else:
             p.kept.append(n)
+    return p
+
+
+def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
+    """Dry run: the diff and the space it needs; StoreFullError if it cannot fit."""
+    p = diff(old, new)
     for k in old.keys:
         if k.id not in store:
             raise RolloutError(f"the store does not match the running manifest {old.source}: "
