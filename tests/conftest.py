@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -17,6 +21,37 @@ REQUIRE_KERNEL = os.environ.get("UPTRKV_REQUIRE_KERNEL") == "1"
 EXPECT_DYNPTR = os.environ.get("UPTRKV_EXPECT_DYNPTR") == "1"
 
 KV_TEST_GET, KV_TEST_PUT, KV_TEST_DELETE = 1, 2, 3
+# A target process for stores owned by another process: it makes syscalls forever.
+CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
+
+
+def wait_for(cond, timeout=10.0):
+    """Poll cond until it holds (BPF runs in another task) or the timeout passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+class Target:
+    """A child process making syscalls; stop() freezes it so its store holds still."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD])
+        self.pid = self.proc.pid
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        assert wait_for(lambda: open(f"/proc/{self.pid}/stat").read().split()[2] == "T")
+
+    def cont(self):
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
 
 
 @pytest.fixture(scope="session")

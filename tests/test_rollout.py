@@ -1,14 +1,11 @@
 """Rollout on real programs attached to tp_btf/sys_enter of a target process."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import Target, wait_for
 from uptrkv.errors import RolloutError, StoreFullError
 from uptrkv.loader import BpfObject
 from uptrkv.manifest import load_manifest
@@ -17,35 +14,10 @@ from uptrkv.rollout import plan, rollout, start
 from uptrkv.store import KVStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "rollout"
-CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
 
 
 def u64(raw: bytes) -> int:
     return int.from_bytes(raw[:8], "little")
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
-
-
-class Target:
-    """A child process making syscalls; stop() freezes it so the store holds still."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD])
-        self.pid = self.proc.pid
-
-    def stop(self):
-        os.kill(self.pid, signal.SIGSTOP)
-        assert wait_for(lambda: open(f"/proc/{self.pid}/stat").read().split()[2] == "T")
-
-    def cont(self):
-        os.kill(self.pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -70,8 +42,7 @@ def env(kernel, copy_path, bpffs):
     finally:
         env.current.close()
         store.close()
-        target.proc.kill()
-        target.proc.wait()
+        target.kill()
 
 
 def go(env, version, name=None, **kw):

@@ -1,32 +1,16 @@
 """Stores for other tasks and threads, and the demo on a real hook."""
 
 import io
-import os
 import struct
-import subprocess
-import sys
 import threading
-import time
 
-from conftest import NEG
+from conftest import NEG, Target, wait_for
 from uptrkv.loader import BpfObject
 from uptrkv.objects import object_path
 from uptrkv.store import KVStore
 
-CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.002)\n"
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_ops_process_owns_store_of_another_process(kernel, copy_path):
-    child = subprocess.Popen([sys.executable, "-c", CHILD])
+    child = Target()
     try:
         with BpfObject(object_path("demo_sys_enter", copy_path)) as obj:
             obj.globals.set_int("target_tgid", child.pid)
@@ -46,7 +30,6 @@ def test_ops_process_owns_store_of_another_process(kernel, copy_path):
                     assert wait_for(lambda: store.get(6) == b"LIVE UPDATE\0\0\0\0\0")
     finally:
         child.kill()
-        child.wait()
 
 
 def test_store_of_a_thread(ops_obj, bpf):
