@@ -14,7 +14,7 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench rollout-demo rollout-timing test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -41,6 +41,9 @@ demo: bpf bpffs
 
 rollout-demo: bpf bpffs
 	$(PYTHON) examples/rollout_demo.py
+
+bench: bpf bpffs
+	$(PYTHON) examples/bench_hot_path.py
 
 rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py

@@ -113,29 +113,37 @@ static __always_inline struct kv_store_value *kv_store_lookup(struct task_struct
 	return bpf_task_storage_get(&kv_store_map, task, 0, 0);
 }
 
-/* uptr fields must be read at constant offsets: select the page by a switch. */
+/*
+ * uptr fields must be read at constant offsets: select the page by tests on
+ * the index.  Page 0 first: user space fills pages in order, so a small
+ * store only ever takes the first, always predicted, branch.
+ */
 static __always_inline struct kv_data_page *kv_store_page(struct kv_store_value *v, __u32 idx)
 {
-	struct kv_data_page *p;
-
-	switch (idx) {
-	case 0: p = v->page0; break;
-	case 1: p = v->page1; break;
-	case 2: p = v->page2; break;
-	case 3: p = v->page3; break;
-	case 4: p = v->page4; break;
-	case 5: p = v->page5; break;
-	case 6: p = v->page6; break;
-	case 7: p = v->page7; break;
-	default: p = 0; break;
-	}
-	return p;
+	if (likely(idx == 0))
+		return v->page0;
+	if (idx == 1)
+		return v->page1;
+	if (idx == 2)
+		return v->page2;
+	if (idx == 3)
+		return v->page3;
+	if (idx == 4)
+		return v->page4;
+	if (idx == 5)
+		return v->page5;
+	if (idx == 6)
+		return v->page6;
+	if (idx == 7)
+		return v->page7;
+	return 0;
 }
 
 /* Read the entry of a key that holds a value; 0 with *err set otherwise. */
 static __always_inline __u32 kv_store_entry(struct kv_store_value *v, __u32 key, long *err)
 {
 	struct kv_meta_page *meta;
+	__u64 k;
 	__u32 e;
 
 	if (unlikely(key >= KV_MAX_KEYS)) {
@@ -147,7 +155,14 @@ static __always_inline __u32 kv_store_entry(struct kv_store_value *v, __u32 key,
 		*err = -ENODATA;
 		return 0;
 	}
-	e = *(volatile __u32 *)&meta->entry[key];
+	/*
+	 * clang may check one copy of key and index with another; the verifier
+	 * only knows the bound of the copy it checked.  The mask (kept because
+	 * clang cannot see through kv_opaque) bounds the copy actually used.
+	 */
+	k = key;
+	kv_opaque(k);
+	e = *(volatile __u32 *)&meta->entry[k & (KV_MAX_KEYS - 1)];
 	if (unlikely(!(e & KV_META_INIT))) {
 		*err = -ENOENT;
 		return 0;
