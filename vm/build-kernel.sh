@@ -24,8 +24,16 @@ export PATH=$venv_bin:$PATH
 tree=$("$here/kernel-source.sh")
 kver=$(make -s -C "$tree" kernelversion 2>/dev/null)
 vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
-key=$( { echo "$kver"; echo "$tree"; sha256sum "$here/0001-bpf-allow-dynptr-from-uptr.patch" "$here/kernel.config";
-         echo "$vngver"; gcc --version | head -n1; pahole --version; } | sha256sum | cut -c1-16)
+# What the source is: the Debian package the tree was unpacked from, or a
+# developer's tree (its path and git commit; uncommitted edits are rebuilt
+# by make in place but do not change the key).
+case "$tree" in
+    "$cache"/src/*) source_id=debian:$(basename "$(dirname "$tree")") ;;
+    *) source_id=tree:$tree@$(git -C "$tree" rev-parse HEAD 2>/dev/null || echo no-git) ;;
+esac
+key=$( { echo "$kver"; echo "$source_id"; sha256sum < "$here/0001-bpf-allow-dynptr-from-uptr.patch";
+         sha256sum < "$here/kernel.config"; echo "$vngver"; gcc --version | head -n1; pahole --version; } |
+       sha256sum | cut -c1-16)
 out=$cache/kernels/$kver-$key
 if [ -f "$out/bzImage" ]; then
     log "cached: $out/bzImage"
