@@ -8,9 +8,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 cd "$top" || exit 1
 echo "guest kernel: $(uname -r)"
+[ $# -gt 0 ] || set -- tests
 {
     UPTRKV_REQUIRE_KERNEL=1 UPTRKV_EXPECT_DYNPTR=1 PYTHONDONTWRITEBYTECODE=1 \
-        "$top/.venv/bin/python" -m pytest -ra -p no:cacheprovider -m "not nokernel" "$@" tests
+        "$top/.venv/bin/python" -m pytest -ra -p no:cacheprovider -m "not nokernel" "$@"
     echo $? > "$results/rc"
 } 2>&1 | tee "$results/pytest.log"
 exit "$(cat "$results/rc")"

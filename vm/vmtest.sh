@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot the patched kernel under QEMU with virtme-ng and run the test suite in
 # it; the guest's pytest summary and exit code are reported here.
-#   vm/vmtest.sh [pytest args]     run the suite in the guest
+#   vm/vmtest.sh [pytest args]     run the suite (or the given tests) in the guest
 #   vm/vmtest.sh --shell           an interactive shell in the guest instead
 set -euo pipefail
 
@@ -15,7 +15,10 @@ log() { printf '[vmtest %4ds] %s\n' $((SECONDS - start)) "$*" >&2; }
 bzimage=$("$here/build-kernel.sh")
 # No hardware virtualisation on these machines: TCG. Without --disable-kvm
 # QEMU tries KVM and hangs without output.
-vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" -r "$bzimage")
+# The guest shares the host's root read-only, but /tmp, /home, /var and
+# others are fresh overlays there: share the checkout itself at its path.
+vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" -r "$bzimage"
+          --rodir="$top")
 
 if [ "${1:-}" = "--shell" ]; then
     exec vng "${vng_args[@]}"
@@ -35,6 +38,6 @@ if [ ! -f "$results/rc" ]; then
     exit 1
 fi
 rc=$(cat "$results/rc")
-summary=$(grep -E '^=+ .* in [0-9.]+s' "$results/pytest.log" | tail -n 1 || true)
+summary=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$results/pytest.log" | tail -n 1 | tr -d '=' || true)
 log "guest pytest: ${summary:-no summary} (exit $rc)"
 exit "$rc"
