@@ -28,9 +28,11 @@ results=$(mktemp -d /tmp/uptrkv-vm.XXXXXX)
 trap 'rm -rf "$results"' EXIT
 log "booting $bzimage under TCG"
 set +e
+# Through a pipe: QEMU reopens its output by path, which would truncate a
+# file our caller redirected the host tests' output to.
 vng "${vng_args[@]}" --rwdir="$results" \
-    --exec "sh $here/guest-tests.sh $results $*" < /dev/null
-vng_rc=$?
+    --exec "sh $here/guest-tests.sh $results $*" < /dev/null 2>&1 | cat
+vng_rc=${PIPESTATUS[0]}
 set -e
 log "guest finished (vng exit code $vng_rc)"
 if [ ! -f "$results/rc" ]; then
@@ -40,4 +42,6 @@ fi
 rc=$(cat "$results/rc")
 summary=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$results/pytest.log" | tail -n 1 | tr -d '=' || true)
 log "guest pytest: ${summary:-no summary} (exit $rc)"
+count() { grep -oE "[0-9]+ $1" <<<"$summary" | cut -d' ' -f1 || true; }
+echo "vmtest: $(count passed | grep . || echo 0) passed, $(count failed | grep . || echo 0) failed"
 exit "$rc"
