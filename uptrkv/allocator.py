@@ -50,6 +50,7 @@ class Allocator:
         self.max_pages = max_pages
         self.pages = pages
         self._used: list[list[tuple[int, int]]] = [[] for _ in range(max_pages)]
+        self._filled = [0] * max_pages      # bytes used per page, to skip full pages fast
 
     @classmethod
     def from_slots(cls, slots: Iterable[Slot], page_size: int = 4096, max_pages: int = 8,
@@ -62,6 +63,7 @@ class Allocator:
     def copy(self) -> "Allocator":
         other = Allocator(self.page_size, self.max_pages, self.pages)
         other._used = [list(u) for u in self._used]
+        other._filled = list(self._filled)
         return other
 
     def slots(self) -> list[Slot]:
@@ -69,7 +71,7 @@ class Allocator:
 
     @property
     def used_bytes(self) -> int:
-        return sum(size for used in self._used for _, size in used)
+        return sum(self._filled)
 
     def free_bytes(self, pages: int | None = None) -> int:
         return (self.pages if pages is None else pages) * self.page_size - self.used_bytes
@@ -91,6 +93,8 @@ class Allocator:
         if not 1 <= size <= self.page_size:
             raise ValueError(f"value size {size} outside 1..{self.page_size}")
         for page in range(self.max_pages):
+            if self._filled[page] + size > self.page_size:
+                continue
             off = self._gap(page, size)
             if off is not None:
                 return Slot(page, off, size)
@@ -107,6 +111,7 @@ class Allocator:
                 (i < len(used) and used[i][0] < slot.end):
             raise ValueError(f"{slot} overlaps a value already placed")
         used.insert(i, (slot.offset, slot.size))
+        self._filled[slot.page] += slot.size
         self.pages = max(self.pages, slot.page + 1)
 
     def release(self, slot: Slot) -> None:
@@ -115,6 +120,7 @@ class Allocator:
             used.remove((slot.offset, slot.size))
         except ValueError:
             raise ValueError(f"{slot} is not allocated") from None
+        self._filled[slot.page] -= slot.size
 
     def allocate(self, size: int) -> Slot:
         slot = self.find(size)
