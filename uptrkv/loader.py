@@ -188,7 +188,7 @@ class BpfMap:
         self._obj._check(loaded=False)
         fd = lib.bpf_obj_get(os.fsencode(path))
         try:
-            lib.bpf_map__reuse_fd(self._ptr, fd)   # libbpf dups the fd
+            self.reuse_fd(fd)
         finally:
             os.close(fd)
 

@@ -81,14 +81,14 @@ class Plan:
         return self.pages_during > 0
 
     def rows(self) -> list[tuple[str, ...]]:
-        rows = [(" kept", str(k.id), k.name, f"{k.size}", "") for k in self.kept]
-        rows += [(" added", str(k.id), k.name, f"{k.size}", "initial value" if k.init else "zeroed")
+        rows = [("kept", str(k.id), k.name, f"{k.size}", "") for k in self.kept]
+        rows += [("added", str(k.id), k.name, f"{k.size}", "initial value" if k.init else "zeroed")
                  for k in self.added]
-        rows += [(" resized", str(n.id), n.name, f"{o.size} -> {n.size}",
+        rows += [("resized", str(n.id), n.name, f"{o.size} -> {n.size}",
                   f"first {min(o.size, n.size)} bytes kept") for o, n in self.resized]
-        rows += [(" replaced", str(n.id), f"{o.name} -> {n.name}", f"{o.size} -> {n.size}",
+        rows += [("replaced", str(n.id), f"{o.name} -> {n.name}", f"{o.size} -> {n.size}",
                   "new value") for o, n in self.replaced]
-        rows += [(" removed", str(k.id), k.name, f"{k.size}", "freed after the switch")
+        rows += [("removed", str(k.id), k.name, f"{k.size}", "freed after the switch")
                  for k in self.removed]
         return sorted(rows, key=lambda r: int(r[1]))
 
@@ -96,10 +96,10 @@ class Plan:
         """The diff as a table, without the space line."""
         head = ("change", "id", "name", "bytes", "note")
         rows = [head] + self.rows()
-        widths = [max(len(r[i].strip()) for r in rows) for i in range(len(head))]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [f"rollout plan: {self.old.source} -> {self.new.source}"]
         for n, r in enumerate(rows):
-            lines.append("  " + "  ".join(c.strip().ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
             if n == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         return "\n".join(lines)
