@@ -102,3 +102,11 @@ def test_dynptr_support_matches_the_kernel(kernel):
     assert choose_copy_path("stock") == "stock"
     with pytest.raises(ValueError, match="not auto, stock or dynptr"):
         choose_copy_path("fast")
+
+
+def test_not_an_object_raises_errno(kernel, tmp_path):
+    junk = tmp_path / "junk.bpf.o"
+    junk.write_bytes(b"not an ELF file")
+    with pytest.raises(LibbpfError) as info:
+        BpfObject(junk)
+    assert info.value.errno > 0 and "bpf_object__open_file" in str(info.value)

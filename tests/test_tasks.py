@@ -1,8 +1,11 @@
 """Stores for other tasks and threads, and the demo on a real hook."""
 
+import errno
 import io
 import struct
 import threading
+
+import pytest
 
 from conftest import NEG, Target, wait_for
 from uptrkv.loader import BpfObject
@@ -58,3 +61,12 @@ def test_demo_prints_what_bpf_read_and_wrote(kernel):
     assert after["greeting"] == "hello, uptr kv"
     text = out.getvalue()
     assert "HELLO, UPTR KV" in text and "watch_hits" in text
+
+
+def test_task_selection_errors(ops_obj):
+    with pytest.raises(ValueError, match="pid or tid, not both"):
+        KVStore.create(ops_obj, pid=1, tid=1)
+    with pytest.raises(OSError) as info:
+        KVStore.create(ops_obj, pid=2 ** 22 + 12345)       # above pid_max: no such process
+    assert info.value.errno in (errno.ESRCH, errno.EINVAL)
+    assert "cannot open a pidfd for process" in str(info.value)
