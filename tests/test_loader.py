@@ -110,3 +110,12 @@ def test_not_an_object_raises_errno(kernel, tmp_path):
     with pytest.raises(LibbpfError) as info:
         BpfObject(junk)
     assert info.value.errno > 0 and "bpf_object__open_file" in str(info.value)
+
+
+def test_failed_pin_leaves_no_store_behind(kernel, bpffs):
+    with BpfObject(object_path("test_kv_ops")).load() as obj:
+        with pytest.raises(LibbpfError):
+            KVStore.create(obj, pin_path=os.path.join(bpffs, "no", "such", "dir"))
+        with KVStore.create(obj) as store:        # the failed attempt left no element
+            store.put(1, b"ok")
+            assert store.get(1) == b"ok"

@@ -166,6 +166,11 @@ class BpfMap:
     def btf(self) -> Btf:
         return self._obj.btf
 
+    @property
+    def source(self) -> str:
+        """Path of the object this map belongs to."""
+        return self._obj.path
+
     def pin(self, path: str) -> None:
         self._obj._check(loaded=True)
         lib.bpf_map__pin(self._ptr, os.fsencode(path))

@@ -76,7 +76,7 @@ class KVStore:
                  pin_path: str | None = None, layout: Layout | None = None):
         if kv_map.type != BPF_MAP_TYPE_TASK_STORAGE:
             raise ValueError(f"map {kv_map.name} is not a task storage map")
-        self.layout = layout or Layout.from_btf(kv_map.btf, kv_map._obj.path)
+        self.layout = layout or Layout.from_btf(kv_map.btf, kv_map.source)
         if kv_map.value_size != self.layout.value_size:
             raise ValueError(f"map {kv_map.name} value is {kv_map.value_size} bytes, "
                              f"struct kv_store_value is {self.layout.value_size}")
@@ -91,16 +91,20 @@ class KVStore:
         self._staged: dict[int, Slot] = {}   # written but not yet published
         self._shadow = [0] * self.layout.max_keys  # entries as this store last wrote them
         self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
+        registered = False
         try:
             self._meta = _Page(self.layout.page_size)
             self._entries = self._meta.view.cast("I")
             self._pages.append(_Page(self.layout.page_size))
             self._register(BPF_NOEXIST)
-            self._closed = False
+            registered = True
             if pin_path:
                 self.map.pin(pin_path)
                 self._pinned = True
+            self._closed = False
         except BaseException:
+            if registered:
+                self.map.delete(self._key)      # unpins the pages before we unmap them
             self._release()
             raise
 
