@@ -22,6 +22,7 @@ bpf: $(BPF_OBJS)
 help:
 	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
 	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
+	@echo "make bench      hot-path benchmark: store vs hash/array map, random keys"
 	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
