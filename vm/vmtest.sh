@@ -30,9 +30,11 @@ log "booting $bzimage under TCG"
 set +e
 # Through a pipe: QEMU reopens its output by path, which would truncate a
 # file our caller redirected the host tests' output to.
-vng "${vng_args[@]}" --rwdir="$results" \
+# A guest that hangs (or never powers off) is stopped after VM_TIMEOUT seconds.
+timeout -k 10 "${VM_TIMEOUT:-1500}" vng "${vng_args[@]}" --rwdir="$results" \
     --exec "sh $here/guest-tests.sh $results $*" < /dev/null 2>&1 | cat
 vng_rc=${PIPESTATUS[0]}
+[ "$vng_rc" -ne 124 ] || log "the guest did not finish within ${VM_TIMEOUT:-1500} s: stopped it"
 set -e
 log "guest finished (vng exit code $vng_rc)"
 if [ ! -f "$results/rc" ]; then
