@@ -24,21 +24,43 @@ if [ "${1:-}" = "--shell" ]; then
     exec vng "${vng_args[@]}"
 fi
 
-results=$(mktemp -d /tmp/uptrkv-vm.XXXXXX)
-trap 'rm -rf "$results"' EXIT
-log "booting $bzimage under TCG"
-set +e
+console_log=$top/build/vmtest-console.log
+mkdir -p "$(dirname "$console_log")"
+
+# One boot: the guest runs the suite and leaves rc and pytest.log in $1.
+# The whole console (kernel messages included) goes to $console_log; only
+# the guest's own output (lines without a kernel timestamp) is shown.
 # Through a pipe: QEMU reopens its output by path, which would truncate a
 # file our caller redirected the host tests' output to.
 # A guest that hangs (or never powers off) is stopped after VM_TIMEOUT seconds.
-timeout -k 10 "${VM_TIMEOUT:-1500}" vng "${vng_args[@]}" --rwdir="$results" \
-    --exec "sh $here/guest-tests.sh $results $*" < /dev/null 2>&1 | cat
-vng_rc=${PIPESTATUS[0]}
-[ "$vng_rc" -ne 124 ] || log "the guest did not finish within ${VM_TIMEOUT:-1500} s: stopped it"
-set -e
-log "guest finished (vng exit code $vng_rc)"
+boot() {
+    local results=$1
+    shift
+    log "booting $bzimage under TCG (console log: $console_log)"
+    set +e
+    timeout -k 10 "${VM_TIMEOUT:-1500}" vng "${vng_args[@]}" --verbose --rwdir="$results" \
+        --exec "sh $here/guest-tests.sh $results $*" < /dev/null 2>&1 |
+        tee "$console_log" | grep --line-buffered -vE '^\[ *[0-9]+\.[0-9]+\]'
+    local vng_rc=${PIPESTATUS[0]}
+    set -e
+    [ "$vng_rc" -ne 124 ] || log "the guest did not finish within ${VM_TIMEOUT:-1500} s: stopped it"
+    log "guest finished (vng exit code $vng_rc)"
+}
+
+results=$(mktemp -d /tmp/uptrkv-vm.XXXXXX)
+trap 'rm -rf "$results"' EXIT
+boot "$results" "$@"
 if [ ! -f "$results/rc" ]; then
-    echo "[vmtest] error: the guest reported no result (vng exit code $vng_rc)" >&2
+    # The guest died before the suite reported (a crash, not a test failure):
+    # show why, keep that log, and boot once more.
+    echo "[vmtest] the guest reported no result; its last kernel messages:" >&2
+    grep -E '^\[ *[0-9]+\.[0-9]+\]' "$console_log" | tail -n 60 >&2 || true
+    cp "$console_log" "$console_log.crash"
+    echo "[vmtest] kept as $console_log.crash; booting again" >&2
+    boot "$results" "$@"
+fi
+if [ ! -f "$results/rc" ]; then
+    echo "[vmtest] error: the guest reported no result twice; see $console_log" >&2
     exit 1
 fi
 rc=$(cat "$results/rc")
