@@ -4,7 +4,7 @@ The leaf of the package: nothing here imports the rest of uptrkv.  One table
 declares every C signature; one error checker turns libbpf's conventions
 (negative errno from int functions, NULL plus errno from pointer functions)
 into :class:`LibbpfError`.  Callers above this module get Python objects from
-:mod:`uptrkv.loader`; raw pointers stay here and in the loader.
+:mod:`uptrkv.loader` and :mod:`uptrkv.btf`; raw pointers never leave those.
 
 Set ``UPTRKV_LIBBPF`` to the path of another libbpf build to use it instead.
 """

@@ -76,10 +76,6 @@ class Plan:
     free_before: int = 0
     bytes_staged: int = 0
 
-    @property
-    def fits(self) -> bool:
-        return self.pages_during > 0
-
     def rows(self) -> list[tuple[str, ...]]:
         rows = [("kept", str(k.id), k.name, f"{k.size}", "") for k in self.kept]
         rows += [("added", str(k.id), k.name, f"{k.size}", "initial value" if k.init else "zeroed")
