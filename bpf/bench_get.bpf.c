@@ -57,10 +57,10 @@ static long loop_base(__u64 i, struct bench_ctx *c)
 	return 0;
 }
 
-static long loop_hash(__u64 i, struct bench_ctx *c)
+static __always_inline long bench_lookup(void *map, struct bench_ctx *c)
 {
 	__u32 k = bench_key(c);
-	__u64 *v = bpf_map_lookup_elem(&bench_hash, &k);
+	__u64 *v = bpf_map_lookup_elem(map, &k);
 
 	if (v)
 		c->sum += *v;
@@ -69,16 +69,14 @@ static long loop_hash(__u64 i, struct bench_ctx *c)
 	return 0;
 }
 
+static long loop_hash(__u64 i, struct bench_ctx *c)
+{
+	return bench_lookup(&bench_hash, c);
+}
+
 static long loop_array(__u64 i, struct bench_ctx *c)
 {
-	__u32 k = bench_key(c);
-	__u64 *v = bpf_map_lookup_elem(&bench_array, &k);
-
-	if (v)
-		c->sum += *v;
-	else
-		c->errors++;
-	return 0;
+	return bench_lookup(&bench_array, c);
 }
 
 static long loop_kv(__u64 i, struct bench_ctx *c)

@@ -126,6 +126,11 @@ class BpfProgram:
         return opts.retval
 
 
+def _map_attr(fn: str) -> property:
+    """A read-only map attribute that libbpf returns as a plain integer."""
+    return property(lambda self: getattr(lib, fn)(self._ptr), doc=f"{fn}() of this map")
+
+
 class BpfMap:
     """A map of an object."""
 
@@ -142,25 +147,11 @@ class BpfMap:
             raise LibbpfError(-fd, f"map {self.name} is not created (load the object first)")
         return fd
 
-    @property
-    def type(self) -> int:
-        return lib.bpf_map__type(self._ptr)
-
-    @property
-    def key_size(self) -> int:
-        return lib.bpf_map__key_size(self._ptr)
-
-    @property
-    def value_size(self) -> int:
-        return lib.bpf_map__value_size(self._ptr)
-
-    @property
-    def flags(self) -> int:
-        return lib.bpf_map__map_flags(self._ptr)
-
-    @property
-    def btf_value_type_id(self) -> int:
-        return lib.bpf_map__btf_value_type_id(self._ptr)
+    type = _map_attr("bpf_map__type")
+    key_size = _map_attr("bpf_map__key_size")
+    value_size = _map_attr("bpf_map__value_size")
+    flags = _map_attr("bpf_map__map_flags")
+    btf_value_type_id = _map_attr("bpf_map__btf_value_type_id")
 
     @property
     def btf(self) -> Btf:
