@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Print the path of a kernel source tree with the uptr dynptr patch applied.
+# Print the path of a kernel source tree with vm/patches/*.patch applied.
 #
 #   KERNEL_SRC=/path/to/linux  use that tree (a bpf-next checkout, say); the
-#                              patch is applied unless it already is.
+#                              patches are applied unless they already are.
 #   otherwise                  Debian's linux-source-$KERNEL_SERIES package is
 #                              downloaded through a private apt configuration
 #                              (its own sources, lists and cache directories,
@@ -15,22 +15,25 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${UPTRKV_CACHE:-/var/cache/uptrkv}
 series=${KERNEL_SERIES:-7.2}
-patch_file=$here/0001-bpf-allow-dynptr-from-uptr.patch
+patches=("$here"/patches/*.patch)
 suites=${KERNEL_SUITES:-"sid trixie-backports"}
 
 log() { printf '[kernel-source] %s\n' "$*" >&2; }
 die() { printf '[kernel-source] error: %s\n' "$*" >&2; exit 1; }
 
-apply_patch() {
-    local tree=$1
-    if patch -d "$tree" -p1 -R --dry-run --force -s < "$patch_file" >/dev/null 2>&1; then
-        log "patch already applied in $tree"
+# The series in order; a tree that already carries it is left as it is.
+apply_patches() {
+    local tree=$1 p
+    if patch -d "$tree" -p1 -R --dry-run --force -s < "${patches[0]}" >/dev/null 2>&1; then
+        log "patches already applied in $tree"
         return
     fi
-    patch -d "$tree" -p1 --dry-run --force -s < "$patch_file" >/dev/null 2>&1 ||
-        die "$(basename "$patch_file") does not apply to $tree; refresh the patch for this kernel"
-    patch -d "$tree" -p1 -s < "$patch_file"
-    log "applied $(basename "$patch_file")"
+    for p in "${patches[@]}"; do
+        patch -d "$tree" -p1 --dry-run --force -s < "$p" >/dev/null 2>&1 ||
+            die "$(basename "$p") does not apply to $tree; refresh the series for this kernel"
+        patch -d "$tree" -p1 -s < "$p"
+        log "applied $(basename "$p")"
+    done
 }
 
 # The Debian archive URI this machine already uses (deb822 or one-line format).
@@ -87,14 +90,18 @@ fetch_debian_source() {
 if [ -n "${KERNEL_SRC:-}" ]; then
     [ -f "$KERNEL_SRC/Makefile" ] && [ -f "$KERNEL_SRC/kernel/bpf/verifier.c" ] ||
         die "KERNEL_SRC=$KERNEL_SRC is not a kernel source tree"
-    apply_patch "$KERNEL_SRC"
+    apply_patches "$KERNEL_SRC"
     echo "$KERNEL_SRC"
     exit 0
 fi
 
+mkdir -p "$cache/src"
+# One unpacker at a time: a second caller waits, then finds the tree ready.
+exec 8> "$cache/src/.lock"
+flock 8
 deb=$(fetch_debian_source)
 debver=$(basename "$deb" .deb)
-patch_hash=$(sha256sum "$patch_file" | cut -c1-12)
+patch_hash=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
 tree=$cache/src/$debver-$patch_hash/linux-source-$series
 if [ ! -f "$tree/.uptrkv-ready" ]; then
     rm -rf "$cache/src/$debver-$patch_hash"
@@ -105,7 +112,7 @@ if [ ! -f "$tree/.uptrkv-ready" ]; then
     tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | head -n1)
     tar -C "$cache/src/$debver-$patch_hash" -xf "$tarball"
     rm -rf "$tmp"
-    apply_patch "$tree"
+    apply_patches "$tree"
     touch "$tree/.uptrkv-ready"
 fi
 echo "$tree"
