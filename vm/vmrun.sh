@@ -25,7 +25,7 @@
 # panicked at random ("Oops: int3" in trace_syscall_enter on every vCPU)
 # when a tracepoint's static key was flipped, i.e. when live kernel text
 # was patched through int3 while another vCPU ran it. vm/repro/ holds the
-# reproducer and vm/README.md the counts. One host thread runs every vCPU
+# reproducer and the README ("Why single-threaded TCG") the counts. One host thread runs every vCPU
 # in turn: still 2 vCPUs and real preemption between them, so concurrency
 # tests still interleave, but code modification is seen by all at once.
 set -euo pipefail
