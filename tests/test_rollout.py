@@ -153,9 +153,10 @@ def test_dry_run_plan(env):
     assert [(o.size, n.size) for o, n in p.resized] == [(8, 16)]
     assert [k.id for k in p.kept] == [2]
     text = str(p)
-    for needle in ("rollout plan:", "removed", "added", "resized", "8 -> 16", "first 8 bytes kept"):
+    for needle in ("rollout plan:", "removed", "added", "resized", "8 -> 16", "first 8 bytes kept",
+                   "8 bytes added", "16 bytes converted"):
         assert needle in text
-    assert p.bytes_staged == 24 and p.pages_during == 1
+    assert p.bytes_added == 8 and p.bytes_converted == 16 and p.pages_during == 1
 
 
 def test_running_manifest_must_match_store(env):
