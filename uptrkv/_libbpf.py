@@ -155,6 +155,7 @@ SIGNATURES = {
                                POINTER(bpf_map_create_opts)], _INT),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p], _INT),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _INT),
     "btf__type_cnt": (c_uint32, [c_void_p], _NONE),
     "btf__type_by_id": (POINTER(btf_type), [c_void_p, c_uint32], _NONE),
     "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32], _NONE),
