@@ -36,6 +36,10 @@
  * get or put with a size that is not a compile-time constant needs a buffer
  * of KV_MAX_VALUE_SIZE bytes.
  *
+ * KV_STORE_NO_SEQCOUNT builds get/put without the sequence count, only as
+ * the baseline of examples/bench_mutations.py: values other than 4 or 8
+ * bytes can then be read torn.
+ *
  * Copy paths, chosen at build time:
  *   default             runs on stock kernels: 1/2/4/8-byte values are single
  *                       loads and stores; other sizes are copied with
@@ -344,13 +348,17 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
+#ifndef KV_STORE_NO_SEQCOUNT
 	if (unlikely(e & KV_META_SEQ_ONE))	/* the other side is writing it */
 		return -EAGAIN;
+#endif
 	if (unlikely(kv_copy_from_page(buf, page, off, size)))
 		return -EFAULT;
+#ifndef KV_STORE_NO_SEQCOUNT
 	kv_barrier();
 	if (unlikely(kv_store_reread(v, key) != e))	/* written (or moved) meanwhile */
 		return -EAGAIN;
+#endif
 	return size;
 }
 
@@ -389,12 +397,16 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
+#ifdef KV_STORE_NO_SEQCOUNT
+	return kv_copy_to_page(page, off, buf, size) ? -EFAULT : 0;
+#else
 	/* Other sizes: take the sequence count (even -> odd), copy, release. */
 	if (unlikely((e & KV_META_SEQ_ONE) || !kv_entry_cas_retry(v, key, e, e + KV_META_SEQ_ONE)))
 		return -EAGAIN;
 	err = kv_copy_to_page(page, off, buf, size);
 	kv_seq_end(v, key, e);
 	return err ? -EFAULT : 0;
+#endif
 }
 
 /*

@@ -158,6 +158,8 @@ class KVStore:
         if kv_map.value_size != self.layout.value_size:
             raise ValueError(f"map {kv_map.name} value is {kv_map.value_size} bytes, "
                              f"struct kv_store_value is {self.layout.value_size}")
+        lay = self.layout
+        self._init_bit, self._seq_one, self._seq_bits = lay.init_bit, lay.seq_one, lay.seq_bits
         self._owner = os.getpid()
         self._forked = False
         self._grace = grace or grace_period
@@ -179,6 +181,7 @@ class KVStore:
         try:
             self._meta = _Page(self.layout.page_size)
             self._entries = self._meta.u32
+            self._words = _atomic.Words32(self._meta.address, self._meta.u64)
             self._pages.append(_Page(self.layout.page_size))
             self._register(BPF_NOEXIST)
             registered = True
@@ -265,7 +268,7 @@ class KVStore:
     def _valid(self, key: int, entry: int) -> Slot | None:
         """The slot a live entry names, or None for an empty key; CorruptStoreError if unusable."""
         lay = self.layout
-        if not entry & lay.init_bit:
+        if not entry & self._init_bit:
             if entry:
                 raise self._corrupt(key, entry, "marks the key not available, but no move of this "
                                     "store is in progress")
@@ -295,18 +298,15 @@ class KVStore:
     # --- entries ----------------------------------------------------------------
 
     def _location(self, entry: int) -> int:
-        return entry & ~self.layout.seq_bits
-
-    def _entry_address(self, key: int) -> int:
-        return self._meta.address + 4 * key
+        return entry & ~self._seq_bits
 
     def _even(self, key: int) -> int:
         """key's entry once no write holds it (odd sequence count); CorruptStoreError if one never ends."""
         entry = self._entries[key]
-        if not entry & self.layout.seq_one or not entry & self.layout.init_bit:
+        if not entry & self._seq_one or not entry & self._init_bit:
             return entry
         deadline = time.monotonic() + SEQ_WAIT_SECONDS
-        while entry & self.layout.seq_one and entry & self.layout.init_bit:
+        while entry & self._seq_one and entry & self._init_bit:
             if time.monotonic() > deadline:
                 raise self._corrupt(key, entry, f"has stayed odd (a write in progress) for "
                                     f"{SEQ_WAIT_SECONDS} s")
@@ -322,10 +322,9 @@ class KVStore:
         """
         while True:
             cur = self._even(key)
-            if not cur & self.layout.init_bit:
+            if not cur & self._init_bit:
                 return cur
-            ok, _ = _atomic.cas32(self._entry_address(key), cur, make(cur))
-            if ok:
+            if self._words.cas(key, cur, make(cur)):
                 return cur
 
     def _publish(self, key: int, slot: Slot | None) -> None:
@@ -418,7 +417,7 @@ class KVStore:
             again = self._entries[key]
             if again == entry:
                 return data
-            if self._location(again) != self._location(entry) or not again & self.layout.init_bit:
+            if self._location(again) != self._location(entry) or not again & self._init_bit:
                 raise self._corrupt(key, again, "changed while it was read")
             entry = again
 
@@ -431,16 +430,14 @@ class KVStore:
         if slot.size == 4:
             page.u32[slot.offset >> 2] = int.from_bytes(data, "little")
             return
-        lay = self.layout
         while True:        # seqlock writer: even -> odd by compare-and-swap, copy, even again
             entry = self._even(key)
-            if not entry & lay.init_bit:
+            if not entry & self._init_bit:
                 raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
-            ok, _ = _atomic.cas32(self._entry_address(key), entry, entry + lay.seq_one)
-            if ok:
+            if self._words.cas(key, entry, entry + self._seq_one):
                 break
         page.view[slot.offset:slot.end] = data
-        self._entries[key] = lay.seq_next(entry)
+        self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
 
     # --- public API ------------------------------------------------------------
 
