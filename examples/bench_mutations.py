@@ -110,34 +110,43 @@ def python_cost(obj: BpfObject, rounds: int) -> None:
           f"get 16 B {m['get16']:.0f} ({m['get16'] / m['get8']:.2f}x)")
 
 
-def publish_cost(obj: BpfObject, rounds: int) -> None:
-    """publish_staged() of the same 100 replacements in a 100-key and a 1024-key store."""
+def publish_cost(copy_path: str, rounds: int) -> None:
+    """publish_staged() of the same 100 replacements in a 100-key and a 1024-key store,
+    interleaved (two objects: one store per task and map)."""
+    objs = [BpfObject(object_path("test_kv_ops", copy_path)).load() for _ in range(2)]
+    stores = {100: KVStore.create(objs[0]), 1024: KVStore.create(objs[1])}
     staged = {100: [], 1024: []}
-    conv = []
-    parts = []
-    for _ in range(rounds):
-        for fill in (100, 1024):
-            with KVStore.create(obj) as store:
-                for k in range(fill):
-                    store.put(k, bytes(8))
+    conv, parts = [], []
+    try:
+        for fill, store in stores.items():
+            for k in range(fill):
+                store.put(k, bytes(8))
+        for r in range(rounds * 3):
+            for fill, store in stores.items():
+                store.reclaim()
                 for k in range(100):
-                    store.stage(k, b"new!" * 2)
+                    store.stage(k, (r + 1).to_bytes(8, "little"))
                 t = time.perf_counter()
                 store.publish_staged()
                 staged[fill].append(time.perf_counter() - t)
-        with KVStore.create(obj) as store:
-            for k in range(1024):
-                store.put(k, bytes(8))
+        store = stores[1024]
+        for r in range(rounds):
+            size = 16 if r % 2 == 0 else 8
             t = time.perf_counter()
-            store.convert({k: 16 for k in range(100)})
+            store.convert({k: size for k in range(100)})
             conv.append(time.perf_counter() - t)
             parts.append(store.last_convert)
-    print(f"publish 100 staged replacements (ms, median of {rounds}): in a 100-key store "
+    finally:
+        for s in stores.values():
+            s.close()
+        for o in objs:
+            o.close()
+    print(f"publish 100 staged replacements (ms, median of {rounds * 3}, interleaved): in a 100-key store "
           f"{med(staged[100]) * 1e3:.3f}, in a 1024-key store {med(staged[1024]) * 1e3:.3f} "
           f"(ratio {med(staged[1024]) / med(staged[100]):.2f})")
-    print(f"convert 100 keys 8 -> 16 B in a 1024-key store (ms, median): total {med(conv) * 1e3:.2f}; "
-          f"unavailable {med(p.unavailable for p in parts) * 1e3:.2f}, of which grace period "
-          f"{med(p.grace for p in parts) * 1e3:.2f} and copy+publish {med(p.publish for p in parts) * 1e3:.2f}")
+    print(f"convert 100 keys (8 <-> 16 B) in a 1024-key store (ms, median of {rounds}): total "
+          f"{med(conv) * 1e3:.2f}; unavailable {med(p.unavailable for p in parts) * 1e3:.2f}, of which grace "
+          f"period {med(p.grace for p in parts) * 1e3:.2f} and copy+publish {med(p.publish for p in parts) * 1e3:.2f}")
 
 
 def rollout_window(copy_path: str, rounds: int) -> None:
@@ -183,7 +192,7 @@ def main() -> int:
     with BpfObject(object_path("test_kv_ops", copy_path)) as obj:
         obj.load()
         python_cost(obj, rounds)
-        publish_cost(obj, rounds)
+    publish_cost(copy_path, rounds)
     rollout_window(copy_path, max(2, rounds // 3))
     return 0
 

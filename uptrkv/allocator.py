@@ -17,15 +17,16 @@ it, so a batch of changes pays for one.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from .errors import StoreFullError
 
 
-@dataclass(frozen=True, order=True)
-class Slot:
-    """Where a value lives: data page, offset in the page, size in bytes."""
+class Slot(NamedTuple):
+    """Where a value lives: data page, offset in the page, size in bytes.
+
+    A named tuple: the store builds one per metadata entry it decodes.
+    """
 
     page: int
     offset: int

@@ -9,6 +9,7 @@ not match what this package can drive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .allocator import Slot
 from .btf import KIND_PTR, Btf
@@ -97,20 +98,20 @@ class Layout:
                 raise LayoutError(f"{source}: metadata entry fields overlap or exceed 32 bits")
             bits |= mask << shift
 
-    @property
+    @cached_property
     def init_bit(self) -> int:
         return 1 << self.init_shift
 
-    @property
+    @cached_property
     def seq_one(self) -> int:
         """The sequence count's lowest bit: set while a write is in progress."""
         return 1 << self.seq_shift
 
-    @property
+    @cached_property
     def seq_bits(self) -> int:
         return self.seq_mask << self.seq_shift
 
-    @property
+    @cached_property
     def reserved_bits(self) -> int:
         """Bits no valid entry sets."""
         used = (self.init_bit | self.seq_bits | (self.page_mask << self.page_shift)
@@ -143,6 +144,6 @@ class Layout:
         """The slot an entry names (its sequence count ignored), or None for an empty key."""
         if not entry & self.init_bit:
             return None
-        return Slot(page=(entry >> self.page_shift) & self.page_mask,
-                    offset=(entry >> self.off_shift) & self.off_mask,
-                    size=((entry >> self.size_shift) & self.size_mask) + 1)
+        return Slot((entry >> self.page_shift) & self.page_mask,
+                    (entry >> self.off_shift) & self.off_mask,
+                    ((entry >> self.size_shift) & self.size_mask) + 1)

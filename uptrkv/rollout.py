@@ -134,15 +134,16 @@ def diff(old: Manifest, new: Manifest) -> Plan:
 def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
     """Dry run: the diff and the space it needs; StoreFullError if it cannot fit."""
     p = diff(old, new)
+    slots = store.slots()
     for k in old.keys:
-        if k.id not in store:
+        if k.id not in slots:
             raise RolloutError(f"the store does not match the running manifest {old.source}: "
                                f"key {k.name!r} (id {k.id}) holds no value")
-        if store.size(k.id) != k.size:
+        if slots[k.id].size != k.size:
             raise RolloutError(f"the store does not match the running manifest {old.source}: "
-                               f"key {k.name!r} (id {k.id}) holds {store.size(k.id)} bytes, not {k.size}")
+                               f"key {k.name!r} (id {k.id}) holds {slots[k.id].size} bytes, not {k.size}")
     for k in p.added:
-        if k.id in store:
+        if k.id in slots:
             raise RolloutError(f"key {k.name!r} (id {k.id}) is new in {new.source} but the store "
                                "already holds a value for it; delete it or declare it in the running manifest")
     sim: Allocator = store.allocator()
@@ -155,10 +156,10 @@ def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
             sim.allocate(k.size)
         # at the switch: removed keys deleted, one grace period, converted keys placed
         for k in p.removed:
-            sim.retire(store.slot(k.id))
+            sim.retire(slots[k.id])
         sim.release_quarantine()
         for _, n in p.resized + p.replaced:
-            sim.release(store.slot(n.id))
+            sim.release(slots[n.id])
         sim.place_batch({n.id: n.size for _, n in p.resized + p.replaced})
     except StoreFullError as exc:
         raise StoreFullError(f"the store cannot hold {new.source} next to {old.source}: "

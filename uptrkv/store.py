@@ -587,11 +587,15 @@ class KVStore:
         """Dry run of convert({key: new size}) after deleting ``deleted``: the
         placement it would end with.  StoreFullError if it cannot fit."""
         sim = self.allocator()
+        slots = self.slots()
+        for key in list(deleted) + list(changes):
+            if key not in slots:
+                raise MissingKeyError(f"key {key} holds no value")
         for key in deleted:
-            sim.retire(self._require(key))
+            sim.retire(slots[key])
         sim.release_quarantine()
         for key in changes:
-            sim.release(self._require(key))
+            sim.release(slots[key])
         sim.place_batch(dict(changes))
         return sim
 
@@ -766,6 +770,12 @@ class KVStore:
     def slot(self, key: int) -> Slot:
         """Where key's value lives."""
         return self._require(key)
+
+    def slots(self) -> dict[int, Slot]:
+        """Every key's slot, in one pass over the metadata page."""
+        self._check()
+        bit = self._init_bit
+        return {k: self._valid(k, e) for k, e in enumerate(self._entries.tolist()) if e & bit}
 
     def size(self, key: int) -> int:
         return self._require(key).size
