@@ -551,13 +551,9 @@ class KVStore:
         try:
             if while_unavailable is not None:
                 while_unavailable()
-        except BaseException:
-            self._restore(marked)
-            raise
-        t2 = time.perf_counter()
-        self._wait_grace()
-        t3 = time.perf_counter()
-        try:
+            t2 = time.perf_counter()
+            self._wait_grace()
+            t3 = time.perf_counter()
             olds = {key: bytes(self._pages[s.page].view[s.offset:s.end])
                     for key, (e, s) in marked.items()}
             values = {}
@@ -717,8 +713,22 @@ class KVStore:
         moved = 0
         if plan or alloc.quarantined:
             marked = self._make_unavailable(sorted(plan))
-            self._wait_grace()
-            values = {key: bytes(self._pages[s.page].view[s.offset:s.end]) for key, (e, s) in marked.items()}
+            try:
+                self._wait_grace()
+                values = {key: bytes(self._pages[s.page].view[s.offset:s.end])
+                          for key, (e, s) in marked.items()}
+                trial = alloc.copy()
+                for key, (_, old) in marked.items():
+                    trial.release(old)
+                for key in marked:
+                    trial.reserve(plan[key])
+            except BaseException as exc:
+                self._restore(marked)
+                if isinstance(exc, ValueError):
+                    raise CorruptStoreError(f"compact() found the placement changed behind its back "
+                                            f"({exc}); nothing moved: {'; '.join(self.verify())}",
+                                            problems=self.verify()) from exc
+                raise
             for key, (_, old) in marked.items():
                 alloc.release(old)
             for key in marked:
