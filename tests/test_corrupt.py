@@ -84,6 +84,13 @@ def test_verify_reports_every_problem_at_once(store):
         assert any(needle in p for p in problems), (needle, problems)
 
 
+def test_misaligned_entry(store):
+    store.put(3, b"12345678")
+    poke(store, 3, raw(store.layout, 0, 4, 8))
+    with pytest.raises(CorruptStoreError, match="not 8-byte aligned"):
+        store.get(3)
+
+
 def test_not_available_entry(store, bpf):
     store.put(3, b"value!!!")
     poke(store, 3, store.layout.busy(store.raw_entry(3)))

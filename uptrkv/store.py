@@ -282,6 +282,9 @@ class KVStore:
         if slot.end > lay.page_size:
             raise self._corrupt(key, entry, f"names bytes {slot.offset}..{slot.end - 1}, past the "
                                 f"end of a {lay.page_size}-byte page")
+        if slot.offset % alignment(slot.size):
+            raise self._corrupt(key, entry, f"puts a {slot.size}-byte value at offset {slot.offset}, "
+                                f"not {alignment(slot.size)}-byte aligned")
         return slot
 
     def _slot(self, key: int) -> Slot | None:
@@ -763,9 +766,6 @@ class KVStore:
             except CorruptStoreError as exc:
                 problems.append(str(exc).split("; the metadata page")[0])
                 continue
-            if slot.offset % alignment(slot.size):
-                problems.append(f"key {key}: metadata entry {entry:#010x} puts a {slot.size}-byte value "
-                                f"at offset {slot.offset}, not {alignment(slot.size)}-byte aligned")
             if self._location(entry) != self._shadow[key]:
                 problems.append(f"key {key}: metadata entry {entry:#010x} is not what this store "
                                 f"wrote ({self._shadow[key]:#010x})")
