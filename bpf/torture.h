@@ -125,6 +125,10 @@ int BPF_PROG(torture, struct pt_regs *regs, long nr)
 
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
 		return 0;
+	/* the dynptr copy path's bpf_dynptr_read() wants initialised buffers */
+	__builtin_memset(&g, 0, sizeof(g));
+	__builtin_memset(&m, 0, sizeof(m));
+	__builtin_memset(&r, 0, sizeof(r));
 	kv = kv_store_lookup(bpf_get_current_task_btf());
 	if (!kv)
 		return 0;
