@@ -10,11 +10,11 @@ BPF_NAMES := $(patsubst bpf/%.bpf.c,%,$(BPF_SRCS))
 # Every program is built twice: the stock copy path and the dynptr path.
 BPF_OBJS := $(foreach n,$(BPF_NAMES),$(BUILD)/bpf/$(n).bpf.o $(BUILD)/bpf/$(n).dynptr.bpf.o)
 # Headers, and sources that other sources include (the rollout variants).
-BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
+BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c bpf/bench_seq.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench bench-mutations rollout-demo rollout-timing test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -23,6 +23,7 @@ help:
 	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
 	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
 	@echo "make bench      hot-path benchmark: store vs hash/array map, random keys"
+	@echo "make bench-mutations  grace period, sequence count, publish and rollout window costs"
 	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
@@ -40,6 +41,9 @@ bpffs:
 
 demo: bpf bpffs
 	$(PYTHON) -m uptrkv.cli demo
+
+bench-mutations: bpf bpffs
+	$(PYTHON) examples/bench_mutations.py
 
 rollout-demo: bpf bpffs
 	$(PYTHON) examples/rollout_demo.py

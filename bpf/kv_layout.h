@@ -19,13 +19,27 @@
  *   bits  0..11  page offset of the value            (0 .. 4095)
  *   bits 12..23  value size minus one                (encodes 1 .. 4096)
  *   bits 24..26  data page index                     (0 .. 7)
- *   bits 27..30  reserved, zero
+ *   bits 27..30  sequence count of the value's writes (odd: a write is in
+ *                progress), for values that are not 4 or 8 bytes
  *   bit  31      set when the key holds a value
  *
  * Storing size-1 is what lets a 4096-byte value exist: the RFC kept the size
  * itself in 12 bits, so 4096 wrapped to 0.  An entry is written with one
- * aligned 32-bit store, so a reader sees either the old or the new entry.
- * A value never straddles a page: offset + size <= KV_PAGE_SIZE.
+ * aligned 32-bit store or compare-and-swap, so a reader sees either the old
+ * or the new entry.  A value never straddles a page: offset + size <= KV_PAGE_SIZE.
+ *
+ * States of an entry:
+ *   0                      the key holds no value (-ENOENT)
+ *   bit 31 clear, not 0    the key is not available yet: user space is moving
+ *                          or converting its value (-EAGAIN until it publishes)
+ *   bit 31 set             the key holds a value
+ *
+ * Values of 4 and 8 bytes are read and written with single aligned loads and
+ * stores.  Every other size is guarded by the sequence count: a writer (BPF
+ * or user space) moves it from even to odd with a compare-and-swap, copies,
+ * and stores it even again; a reader copies only while it is even and
+ * checks that the entry did not change during the copy (a seqlock in 4 bits:
+ * a reader stalled across 8 complete writes could miss them).
  */
 #ifndef __KV_LAYOUT_H
 #define __KV_LAYOUT_H
@@ -42,10 +56,14 @@ enum kv_layout {
 	KV_META_SIZE_MASK	= 0xfff,
 	KV_META_PAGE_SHIFT	= 24,
 	KV_META_PAGE_MASK	= 0x7,
+	KV_META_SEQ_SHIFT	= 27,
+	KV_META_SEQ_MASK	= 0xf,
 	KV_META_INIT_SHIFT	= 31,
 };
 
 #define KV_META_INIT	(1U << KV_META_INIT_SHIFT)
+#define KV_META_SEQ_ONE	(1U << KV_META_SEQ_SHIFT)
+#define KV_META_SEQ_ALL	((__u32)KV_META_SEQ_MASK << KV_META_SEQ_SHIFT)
 
 /* The metadata page: entry[key] describes where key's value lives. */
 struct kv_meta_page {

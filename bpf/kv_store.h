@@ -20,6 +20,11 @@
  *   kv_store_delete  0 on success
  *   -EINVAL   key >= KV_MAX_KEYS
  *   -ENOENT   the key holds no value
+ *   -EAGAIN   not available right now, nothing was read or written: user
+ *             space is moving or converting the value (a resize, compact or
+ *             rollout; it publishes it after one RCU grace period), or a
+ *             value that is not 4 or 8 bytes is being written by the other
+ *             side (see the sequence count in kv_layout.h); try again later
  *   -E2BIG    get: the buffer is smaller than the value
  *   -EMSGSIZE put: the buffer size differs from the value size (user space
  *             resizes values, BPF does not)
@@ -30,6 +35,10 @@
  * Buffers must be 8-byte aligned (any __u64 or struct with a __u64 is); a
  * get or put with a size that is not a compile-time constant needs a buffer
  * of KV_MAX_VALUE_SIZE bytes.
+ *
+ * KV_STORE_NO_SEQCOUNT builds get/put without the sequence count, only as
+ * the baseline of examples/bench_mutations.py: values other than 4 or 8
+ * bytes can then be read torn.
  *
  * Copy paths, chosen at build time:
  *   default             runs on stock kernels: 1/2/4/8-byte values are single
@@ -47,6 +56,9 @@
 
 #ifndef ENOENT
 #define ENOENT		2
+#endif
+#ifndef EAGAIN
+#define EAGAIN		11
 #endif
 #ifndef E2BIG
 #define E2BIG		7
@@ -73,6 +85,8 @@
 
 /* Hide a value from clang so that a bound check on it stays in the code. */
 #define kv_opaque(x)	asm volatile("" : "+r"(x))
+/* Keep memory accesses on their side of this point (the seqcount's order). */
+#define kv_barrier()	asm volatile("" ::: "memory")
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -164,10 +178,75 @@ static __always_inline __u32 kv_store_entry(struct kv_store_value *v, __u32 key,
 	kv_opaque(k);
 	e = *(volatile __u32 *)&meta->entry[k & (KV_MAX_KEYS - 1)];
 	if (unlikely(!(e & KV_META_INIT))) {
-		*err = -ENOENT;
+		*err = e ? -EAGAIN : -ENOENT;
 		return 0;
 	}
 	return e;
+}
+
+/* The entry of key as it is now (0 if the metadata page vanished). */
+static __always_inline __u32 kv_store_reread(struct kv_store_value *v, __u32 key)
+{
+	struct kv_meta_page *meta = v->meta;
+	__u64 k = key;
+
+	if (unlikely(!meta))
+		return 0;
+	kv_opaque(k);
+	return *(volatile __u32 *)&meta->entry[k & (KV_MAX_KEYS - 1)];
+}
+
+/*
+ * Replace key's entry old with new if nobody changed it: a 64-bit
+ * compare-and-swap of the aligned pair of entries holding it (32-bit atomics
+ * need -mcpu=v3).  A concurrent change of the other entry of the pair fails
+ * it too; callers retry once.
+ */
+static __always_inline int kv_entry_cas(struct kv_store_value *v, __u32 key, __u32 old, __u32 new)
+{
+	struct kv_meta_page *meta = v->meta;
+	__u64 k = key, cur, want, shift;
+	__u64 *pair;
+
+	if (unlikely(!meta))
+		return 0;
+	kv_opaque(k);
+	k &= KV_MAX_KEYS - 1;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	shift = (k & 1) * 32;
+#else
+	shift = (~k & 1) * 32;
+#endif
+	pair = (__u64 *)&meta->entry[k & (KV_MAX_KEYS - 2)];
+	cur = *(volatile __u64 *)pair;
+	if ((__u32)(cur >> shift) != old)
+		return 0;
+	want = (cur & ~(0xffffffffULL << shift)) | ((__u64)new << shift);
+	return __sync_val_compare_and_swap(pair, cur, want) == cur;
+}
+
+static __always_inline int kv_entry_cas_retry(struct kv_store_value *v, __u32 key, __u32 old, __u32 new)
+{
+	return kv_entry_cas(v, key, old, new) || kv_entry_cas(v, key, old, new);
+}
+
+/* Entry e with its sequence count advanced by one complete write (mod 16). */
+static __always_inline __u32 kv_seq_next(__u32 e)
+{
+	return (e & ~KV_META_SEQ_ALL) | ((e + 2 * KV_META_SEQ_ONE) & KV_META_SEQ_ALL);
+}
+
+/* End a write begun by moving key's entry to odd: store it even again. */
+static __always_inline void kv_seq_end(struct kv_store_value *v, __u32 key, __u32 e)
+{
+	struct kv_meta_page *meta = v->meta;
+	__u64 k = key;
+
+	if (unlikely(!meta))
+		return;
+	kv_opaque(k);
+	kv_barrier();
+	*(volatile __u32 *)&meta->entry[k & (KV_MAX_KEYS - 1)] = kv_seq_next(e);
 }
 
 #ifdef KV_STORE_DYNPTR
@@ -269,8 +348,17 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
+#ifndef KV_STORE_NO_SEQCOUNT
+	if (unlikely(e & KV_META_SEQ_ONE))	/* the other side is writing it */
+		return -EAGAIN;
+#endif
 	if (unlikely(kv_copy_from_page(buf, page, off, size)))
 		return -EFAULT;
+#ifndef KV_STORE_NO_SEQCOUNT
+	kv_barrier();
+	if (unlikely(kv_store_reread(v, key) != e))	/* written (or moved) meanwhile */
+		return -EAGAIN;
+#endif
 	return size;
 }
 
@@ -300,28 +388,42 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 		*(__u64 *)((void *)page + off) = *(const __u64 *)buf;
 		return 0;
 	}
+	if (size == 4) {
+		kv_opaque(off);
+		if (unlikely(off > KV_PAGE_SIZE - 4))
+			return -EFAULT;
+		*(__u32 *)((void *)page + off) = *(const __u32 *)buf;
+		return 0;
+	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
-	if (unlikely(kv_copy_to_page(page, off, buf, size)))
-		return -EFAULT;
-	return 0;
+#ifdef KV_STORE_NO_SEQCOUNT
+	return kv_copy_to_page(page, off, buf, size) ? -EFAULT : 0;
+#else
+	/* Other sizes: take the sequence count (even -> odd), copy, release. */
+	if (unlikely((e & KV_META_SEQ_ONE) || !kv_entry_cas_retry(v, key, e, e + KV_META_SEQ_ONE)))
+		return -EAGAIN;
+	err = kv_copy_to_page(page, off, buf, size);
+	kv_seq_end(v, key, e);
+	return err ? -EFAULT : 0;
+#endif
 }
 
-/* Remove key; user space reclaims the space on its next allocation. */
+/*
+ * Remove key.  A compare-and-swap, so a delete never wipes an entry user
+ * space changed meanwhile (-EAGAIN instead); user space reclaims the space
+ * after a grace period.
+ */
 static __always_inline long kv_store_delete(struct kv_store_value *v, __u32 key)
 {
 	long err = 0;
 	__u32 e;
 
-	struct kv_meta_page *meta;
-
 	e = kv_store_entry(v, key, &err);
 	if (unlikely(!e))
 		return err;
-	meta = v->meta;
-	if (unlikely(!meta))
-		return -ENODATA;
-	*(volatile __u32 *)&meta->entry[key & (KV_MAX_KEYS - 1)] = 0;
+	if (unlikely((e & KV_META_SEQ_ONE) || !kv_entry_cas_retry(v, key, e, 0)))
+		return -EAGAIN;
 	return 0;
 }
 

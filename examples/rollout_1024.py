@@ -53,7 +53,7 @@ def main() -> int:
             assert len(store) == 924 and store.size(150) == 16
             current.close()
     counts = {kind: len(getattr(the_plan, kind)) for kind in ("kept", "resized", "removed", "added")}
-    print(f"plan: {counts}; {the_plan.bytes_staged} bytes staged, pages {the_plan.pages_before} -> "
+    print(f"plan: {counts}; {the_plan.bytes_added} bytes added, {the_plan.bytes_converted} converted, pages {the_plan.pages_before} -> "
           f"{the_plan.pages_during} during the switch")
     print(f"dry-run plan of a 1024-key store: median {statistics.median(plan_ms):.1f} ms over {ROUNDS} runs")
     print(f"rollout of a 1024-key store (plan, stage, open, load, attach, switch): "

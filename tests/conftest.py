@@ -36,11 +36,13 @@ def wait_for(cond, timeout=10.0):
 
 
 class Target:
-    """A child process making syscalls; stop() freezes it so its store holds still."""
+    """A child process making syscalls (on ``cpu`` if given); stop() freezes it."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD])
+    def __init__(self, cpu: int | None = None, code: str = CHILD):
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
         self.pid = self.proc.pid
+        if cpu is not None:
+            os.sched_setaffinity(self.pid, {cpu})
 
     def stop(self):
         os.kill(self.pid, signal.SIGSTOP)
@@ -52,6 +54,25 @@ class Target:
     def kill(self):
         self.proc.kill()
         self.proc.wait()
+
+
+@pytest.fixture
+def other_cpu():
+    """Pin this process to one CPU and return another for a target (None on one CPU).
+
+    A BPF program that runs long on the target's CPU then cannot delay this
+    process, which must observe it while it runs.
+    """
+    mine = os.sched_getaffinity(0)
+    cpus = sorted(mine)
+    if len(cpus) < 2:
+        yield None
+        return
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        yield cpus[1]
+    finally:
+        os.sched_setaffinity(0, mine)
 
 
 @pytest.fixture(scope="session")

@@ -74,22 +74,27 @@ def test_rfc_scenario(env):
 
 
 def test_chain_v1_v2_v3_v1(env):
+    """The target keeps running (never stopped) through every switch."""
     store = env.store
     go(env, "v2")
     assert wait_for(lambda: u64(store.get(4)) > 0)
-    env.target.stop()
-    last_v2 = store.get(3)
-    go(env, "v3")                                            # key 3 grows 8 -> 16
+    before = store.grace_periods
+    deployment = go(env, "v3")                               # key 3 grows 8 -> 16
+    assert store.grace_periods == before + 1                 # one grace period for the switch
     assert store.size(3) == 16
-    assert store.get(3) == last_v2 + bytes(8)                # common prefix kept, growth zeroed
-    env.target.cont()
+    assert u64(store.get(3)[:8]) < 1024                      # the prefix is a syscall number v2 or v3 wrote
     assert wait_for(lambda: u64(store.get(3)[8:]) > 0)       # v3 writes the new half
+    times = deployment.switch
+    assert times.keys == 1
+    assert 0 < times.both_attached <= times.unavailable
+    assert times.grace <= times.unavailable
     calls = u64(store.get(2))
     go(env, "v1")                                            # back: 1 added, 4 removed, 3 shrinks
     assert store.keys() == [1, 2, 3]
     assert store.size(3) == 8
     assert wait_for(lambda: u64(store.get(1)) > 0)           # v1 runs again
     assert u64(store.get(2)) >= calls
+    assert store.verify() == []
 
 
 FAILURES = {
@@ -153,9 +158,10 @@ def test_dry_run_plan(env):
     assert [(o.size, n.size) for o, n in p.resized] == [(8, 16)]
     assert [k.id for k in p.kept] == [2]
     text = str(p)
-    for needle in ("rollout plan:", "removed", "added", "resized", "8 -> 16", "first 8 bytes kept"):
+    for needle in ("rollout plan:", "removed", "added", "resized", "8 -> 16", "first 8 bytes kept",
+                   "8 bytes added", "16 bytes converted"):
         assert needle in text
-    assert p.bytes_staged == 24 and p.pages_during == 1
+    assert p.bytes_added == 8 and p.bytes_converted == 16 and p.pages_during == 1
 
 
 def test_running_manifest_must_match_store(env):

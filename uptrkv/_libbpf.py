@@ -76,6 +76,21 @@ class bpf_test_run_opts(Structure):
     ]
 
 
+class bpf_map_create_opts(Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("btf_fd", c_uint32),
+        ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32),
+        ("inner_map_fd", c_uint32),
+        ("map_flags", c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", c_uint32),
+        ("map_ifindex", c_uint32),
+    ]
+
+
 class btf_type(Structure):
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
 
@@ -136,8 +151,11 @@ SIGNATURES = {
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)], _INT),
     "bpf_obj_get": (c_int, [c_char_p], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
+    "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
+                               POINTER(bpf_map_create_opts)], _INT),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p], _INT),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _INT),
     "btf__type_cnt": (c_uint32, [c_void_p], _NONE),
     "btf__type_by_id": (POINTER(btf_type), [c_void_p, c_uint32], _NONE),
     "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32], _NONE),

@@ -4,20 +4,29 @@ Rules the BPF side relies on: a value never straddles a page; values of 5
 bytes or more are 8-byte aligned (4-, 2-byte values to their size) so that
 the common sizes are single aligned loads.  First fit in page order keeps a
 small store on page 0, where BPF's page switch is always predicted.
+
+Quarantine: a BPF program on another CPU may have read a metadata entry just
+before user space changed it, and then still reads or writes the old bytes.
+Space that stops holding a value is therefore *retired*, not released: it
+stays occupied until the store has waited for a grace period (every program
+that could have seen the old entry has returned) and calls
+``release_quarantine()``.  One grace period frees everything retired before
+it, so a batch of changes pays for one.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from .errors import StoreFullError
 
 
-@dataclass(frozen=True, order=True)
-class Slot:
-    """Where a value lives: data page, offset in the page, size in bytes."""
+class Slot(NamedTuple):
+    """Where a value lives: data page, offset in the page, size in bytes.
+
+    A named tuple: the store builds one per metadata entry it decodes.
+    """
 
     page: int
     offset: int
@@ -51,6 +60,7 @@ class Allocator:
         self.pages = pages
         self._used: list[list[tuple[int, int]]] = [[] for _ in range(max_pages)]
         self._filled = [0] * max_pages      # bytes used per page, to skip full pages fast
+        self._quarantine: set[Slot] = set() # retired: occupied until release_quarantine()
 
     @classmethod
     def from_slots(cls, slots: Iterable[Slot], page_size: int = 4096, max_pages: int = 8,
@@ -64,16 +74,29 @@ class Allocator:
         other = Allocator(self.page_size, self.max_pages, self.pages)
         other._used = [list(u) for u in self._used]
         other._filled = list(self._filled)
+        other._quarantine = set(self._quarantine)
         return other
 
     def slots(self) -> list[Slot]:
-        return [Slot(p, off, size) for p, used in enumerate(self._used) for off, size in used]
+        """Slots in use, quarantined ones excluded."""
+        return [s for s in (Slot(p, off, size) for p, used in enumerate(self._used) for off, size in used)
+                if s not in self._quarantine]
+
+    @property
+    def quarantined(self) -> list[Slot]:
+        return sorted(self._quarantine)
+
+    @property
+    def quarantined_bytes(self) -> int:
+        return sum(s.size for s in self._quarantine)
 
     @property
     def used_bytes(self) -> int:
+        """Bytes occupied, quarantined ones included."""
         return sum(self._filled)
 
     def free_bytes(self, pages: int | None = None) -> int:
+        """Bytes an allocation may use now (quarantined bytes are not free yet)."""
         return (self.pages if pages is None else pages) * self.page_size - self.used_bytes
 
     def _gap(self, page: int, size: int) -> int | None:
@@ -115,17 +138,56 @@ class Allocator:
         self.pages = max(self.pages, slot.page + 1)
 
     def release(self, slot: Slot) -> None:
+        """Free slot now: only for space no BPF program can have seen (never published)."""
         used = self._used[slot.page]
         try:
             used.remove((slot.offset, slot.size))
         except ValueError:
             raise ValueError(f"{slot} is not allocated") from None
         self._filled[slot.page] -= slot.size
+        self._quarantine.discard(slot)
+
+    def retire(self, slot: Slot) -> None:
+        """slot no longer holds a value, but BPF may still use it: quarantine it."""
+        used = self._used[slot.page]
+        i = bisect.bisect_left(used, (slot.offset, slot.size))
+        if i >= len(used) or used[i] != (slot.offset, slot.size):
+            raise ValueError(f"{slot} is not allocated")
+        if slot in self._quarantine:
+            raise ValueError(f"{slot} is already quarantined")
+        self._quarantine.add(slot)
+
+    def shrink(self, slot: Slot, size: int) -> Slot:
+        """Shrink slot in place; its tail is retired, not freed."""
+        if not 1 <= size < slot.size:
+            raise ValueError(f"cannot shrink {slot} to {size} bytes")
+        new, tail = Slot(slot.page, slot.offset, size), Slot(slot.page, slot.offset + size, slot.size - size)
+        self.release(slot)
+        self.reserve(new)
+        self.reserve(tail)
+        self.retire(tail)
+        return new
+
+    def release_quarantine(self) -> int:
+        """Free every quarantined slot; call only after a grace period that began
+        after the last retire().  Returns the bytes freed."""
+        freed = 0
+        for slot in list(self._quarantine):
+            self.release(slot)
+            freed += slot.size
+        return freed
 
     def allocate(self, size: int) -> Slot:
         slot = self.find(size)
         self.reserve(slot)
         return slot
+
+    def place_batch(self, sizes: dict[int, int]) -> dict[int, Slot]:
+        """Allocate a batch (key -> size), largest first: the one order both a
+        rollout's dry run and the switch use.  StoreFullError leaves a partial batch
+        reserved: run it on a copy() to find out first."""
+        return {key: self.allocate(size)
+                for key, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
 
     def can_resize_in_place(self, slot: Slot, new_size: int) -> bool:
         """Shrinking always can; growing can if the bytes after it are free and aligned."""

@@ -26,7 +26,7 @@ class StoreClosedError(UptrkvError):
 
 
 class InvalidKeyError(UptrkvError, ValueError):
-    """A key outside 0..KV_MAX_KEYS-1."""
+    """A key outside 0..KV_MAX_KEYS-1 (a key that is not an int is a TypeError)."""
 
 
 class InvalidValueError(UptrkvError, ValueError):
@@ -46,3 +46,23 @@ class ManifestError(UptrkvError):
 
 class RolloutError(UptrkvError):
     """A rollout step failed; the old program and the store were restored."""
+
+
+class CorruptStoreError(UptrkvError, ValueError):
+    """The metadata page holds an entry this store did not write or cannot use.
+
+    ``key`` and ``entry`` name the first bad entry (``entry`` is the raw
+    32-bit word), ``problems`` lists every inconsistency found, one sentence
+    each.  The store can still be closed.
+    """
+
+    def __init__(self, message: str, key: int | None = None, entry: int | None = None,
+                 problems: list[str] | None = None):
+        super().__init__(message)
+        self.key = key
+        self.entry = entry
+        self.problems = problems if problems is not None else [message]
+
+
+class StoreOwnerError(UptrkvError):
+    """This process did not create the store (a fork child): it may not change or read it."""

@@ -9,6 +9,7 @@ not match what this package can drive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .allocator import Slot
 from .btf import KIND_PTR, Btf
@@ -25,6 +26,8 @@ _ENUM_FIELDS = {
     "size_mask": "KV_META_SIZE_MASK",
     "page_shift": "KV_META_PAGE_SHIFT",
     "page_mask": "KV_META_PAGE_MASK",
+    "seq_shift": "KV_META_SEQ_SHIFT",
+    "seq_mask": "KV_META_SEQ_MASK",
     "init_shift": "KV_META_INIT_SHIFT",
 }
 
@@ -41,6 +44,8 @@ class Layout:
     size_mask: int
     page_shift: int
     page_mask: int
+    seq_shift: int
+    seq_mask: int
     init_shift: int
     value_size: int                  # sizeof(struct kv_store_value)
     meta_field: int                  # offset of the meta uptr in it
@@ -84,10 +89,47 @@ class Layout:
             raise LayoutError(f"{source}: metadata fields too narrow for the sizes they encode")
         if self.page_mask + 1 < self.max_pages:
             raise LayoutError(f"{source}: page field cannot name {self.max_pages} pages")
+        fields = [(self.off_shift, self.off_mask), (self.size_shift, self.size_mask),
+                  (self.page_shift, self.page_mask), (self.seq_shift, self.seq_mask),
+                  (self.init_shift, 1)]
+        bits = 0
+        for shift, mask in fields:
+            if bits & (mask << shift) or (mask << shift) >> 32:
+                raise LayoutError(f"{source}: metadata entry fields overlap or exceed 32 bits")
+            bits |= mask << shift
 
-    @property
+    @cached_property
     def init_bit(self) -> int:
         return 1 << self.init_shift
+
+    @cached_property
+    def seq_one(self) -> int:
+        """The sequence count's lowest bit: set while a write is in progress."""
+        return 1 << self.seq_shift
+
+    @cached_property
+    def seq_bits(self) -> int:
+        return self.seq_mask << self.seq_shift
+
+    @cached_property
+    def reserved_bits(self) -> int:
+        """Bits no valid entry sets."""
+        used = (self.init_bit | self.seq_bits | (self.page_mask << self.page_shift)
+                | (self.size_mask << self.size_shift) | (self.off_mask << self.off_shift))
+        return 0xFFFFFFFF & ~used
+
+    def seq_next(self, entry: int) -> int:
+        """entry with its sequence count advanced by one complete write (mod 16)."""
+        return (entry & ~self.seq_bits) | ((entry + 2 * self.seq_one) & self.seq_bits)
+
+    def busy(self, entry: int) -> int:
+        """The "not available yet" form of a published entry: BPF gets -EAGAIN."""
+        return (entry & ~(self.init_bit | self.seq_bits)) | self.seq_one
+
+    @staticmethod
+    def is_atomic_size(size: int) -> bool:
+        """4- and 8-byte values are single aligned accesses; others use the sequence count."""
+        return size in (4, 8)
 
     def encode(self, slot: Slot) -> int:
         """Metadata entry for a value (sizes are stored minus one: 1..4096 fit)."""
@@ -99,9 +141,9 @@ class Layout:
                 | ((slot.size - 1) << self.size_shift) | (slot.offset << self.off_shift))
 
     def decode(self, entry: int) -> Slot | None:
-        """The slot an entry names, or None for an empty key."""
+        """The slot an entry names (its sequence count ignored), or None for an empty key."""
         if not entry & self.init_bit:
             return None
-        return Slot(page=(entry >> self.page_shift) & self.page_mask,
-                    offset=(entry >> self.off_shift) & self.off_mask,
-                    size=((entry >> self.size_shift) & self.size_mask) + 1)
+        return Slot((entry >> self.page_shift) & self.page_mask,
+                    (entry >> self.off_shift) & self.off_mask,
+                    ((entry >> self.size_shift) & self.size_mask) + 1)

@@ -255,6 +255,20 @@ class MapHandle:
         vbuf = ctypes.create_string_buffer(value, len(value))
         lib.bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
 
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value of key, or None if it is not there."""
+        if len(key) != self.key_size:
+            raise ValueError(f"map {self.name} takes {self.key_size}-byte keys")
+        kbuf = ctypes.create_string_buffer(key, len(key))
+        vbuf = ctypes.create_string_buffer(self.value_size)
+        try:
+            lib.bpf_map_lookup_elem(self.fd, kbuf, vbuf)
+        except LibbpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return vbuf.raw
+
     def delete(self, key: bytes) -> bool:
         """Delete key; False if it was not there."""
         kbuf = ctypes.create_string_buffer(key, len(key))

@@ -5,29 +5,31 @@ loaded object, its links and its manifest (:class:`Deployment`).  Rolling
 out a new object:
 
 1. plan: diff the manifests by key id (added, removed, resized, replaced,
-   kept) and check the store can hold the new keys while the removed ones
-   still exist; a store that cannot is refused before anything changes;
-2. stage: write added keys (published: the old program does not use them)
-   and the new bytes of resized or replaced keys (not yet published: the
-   old program keeps reading the old entry);
+   kept) and check the store can hold the result; a store that cannot is
+   refused before anything changes;
+2. add: write and publish the added keys (the old version does not use them);
 3. open the new object with the store's map reused (the pinned path when the
-   store is pinned), load it, check its layout and embedded manifest, attach;
-4. switch: publish the staged entries, detach the old program, delete the
-   removed keys, close the old object.
+   store is pinned), check its layout and embedded manifest, load it;
+4. switch, through :meth:`KVStore.convert` (one grace period):
+   resized and replaced keys become unavailable (BPF: -EAGAIN), the new
+   version attaches, the old one detaches, removed keys are deleted; after
+   one grace period no old program runs any more, so resized keys are
+   copied (common prefix, growth zeroed) from bytes nobody writes, replaced
+   keys get their initial value, and both are published.
 
-A failure in 2 or 3 detaches and closes whatever of the new version exists,
-deletes the added keys and drops the staged bytes: the old program stays
-attached and the store holds exactly its old keys, sizes and bytes.  Data
-pages added while staging stay registered (empty).
-
-Between the new program's attach and the old one's detach both run; a
-resized key changes size in that window (microseconds), so a version that
-reads it with the other size gets -E2BIG or -EMSGSIZE for those runs.
+So the result holds every write either version made to a kept or resized
+key up to the switch, and neither version ever writes a replaced key's
+other meaning.  A failure in 2 or 3, or an attach failure in 4, detaches and
+closes whatever of the new version exists, deletes the added keys and puts
+the old entries back: the old program stays attached and the store holds
+exactly its old keys, sizes and bytes.  Data pages added meanwhile stay
+registered (empty).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -46,6 +48,7 @@ class Deployment:
     obj: BpfObject
     links: list[BpfLink]
     manifest: Manifest
+    switch: "SwitchTimes | None" = None     # how the rollout that started it went
 
     def close(self) -> None:
         for link in self.links:
@@ -74,7 +77,8 @@ class Plan:
     pages_before: int = 0
     pages_during: int = 0
     free_before: int = 0
-    bytes_staged: int = 0
+    bytes_added: int = 0
+    bytes_converted: int = 0
 
     def rows(self) -> list[tuple[str, ...]]:
         rows = [("kept", str(k.id), k.name, f"{k.size}", "") for k in self.kept]
@@ -83,8 +87,8 @@ class Plan:
         rows += [("resized", str(n.id), n.name, f"{o.size} -> {n.size}",
                   f"first {min(o.size, n.size)} bytes kept") for o, n in self.resized]
         rows += [("replaced", str(n.id), f"{o.name} -> {n.name}", f"{o.size} -> {n.size}",
-                  "new value") for o, n in self.replaced]
-        rows += [("removed", str(k.id), k.name, f"{k.size}", "freed after the switch")
+                  "initial value" if n.init else "zeroed") for o, n in self.replaced]
+        rows += [("removed", str(k.id), k.name, f"{k.size}", "deleted at the switch")
                  for k in self.removed]
         return sorted(rows, key=lambda r: int(r[1]))
 
@@ -102,9 +106,9 @@ class Plan:
 
     def __str__(self) -> str:
         lines = [self.table()]
-        lines.append(f"space: {self.bytes_staged} bytes staged next to the old values; "
-                     f"{self.free_before} bytes free in {self.pages_before} page(s) now, "
-                     f"{self.pages_during} page(s) during the switch")
+        lines.append(f"space: {self.bytes_added} bytes added before the switch, {self.bytes_converted} "
+                     f"bytes converted after it; {self.free_before} bytes free in {self.pages_before} "
+                     f"page(s) now, {self.pages_during} page(s) after the switch")
         return "\n".join(lines)
 
 
@@ -130,28 +134,36 @@ def diff(old: Manifest, new: Manifest) -> Plan:
 def plan(store: KVStore, old: Manifest, new: Manifest) -> Plan:
     """Dry run: the diff and the space it needs; StoreFullError if it cannot fit."""
     p = diff(old, new)
+    slots = store.slots()
     for k in old.keys:
-        if k.id not in store:
+        if k.id not in slots:
             raise RolloutError(f"the store does not match the running manifest {old.source}: "
                                f"key {k.name!r} (id {k.id}) holds no value")
-        if store.size(k.id) != k.size:
+        if slots[k.id].size != k.size:
             raise RolloutError(f"the store does not match the running manifest {old.source}: "
-                               f"key {k.name!r} (id {k.id}) holds {store.size(k.id)} bytes, not {k.size}")
+                               f"key {k.name!r} (id {k.id}) holds {slots[k.id].size} bytes, not {k.size}")
     for k in p.added:
-        if k.id in store:
+        if k.id in slots:
             raise RolloutError(f"key {k.name!r} (id {k.id}) is new in {new.source} but the store "
                                "already holds a value for it; delete it or declare it in the running manifest")
     sim: Allocator = store.allocator()
     p.pages_before = sim.pages
     p.free_before = sim.free_bytes()
-    staged = [k.size for k in p.added] + [n.size for _, n in p.resized + p.replaced]
-    p.bytes_staged = sum(staged)
+    p.bytes_added = sum(k.size for k in p.added)
+    p.bytes_converted = sum(n.size for _, n in p.resized + p.replaced)
     try:
-        for size in staged:          # the order rollout() stages them in
-            sim.allocate(size)
+        for k in p.added:                          # added first, as rollout() does
+            sim.allocate(k.size)
+        # at the switch: removed keys deleted, one grace period, converted keys placed
+        for k in p.removed:
+            sim.retire(slots[k.id])
+        sim.release_quarantine()
+        for _, n in p.resized + p.replaced:
+            sim.release(slots[n.id])
+        sim.place_batch({n.id: n.size for _, n in p.resized + p.replaced})
     except StoreFullError as exc:
         raise StoreFullError(f"the store cannot hold {new.source} next to {old.source}: "
-                             f"{p.bytes_staged} bytes to stage, {exc}") from None
+                             f"{p.bytes_added} bytes to add, {p.bytes_converted} to convert; {exc}") from None
     p.pages_during = sim.pages
     return p
 
@@ -182,27 +194,29 @@ def _attach(obj: BpfObject, programs: Iterable[str] | None) -> list[BpfLink]:
     return links
 
 
+@dataclass
+class SwitchTimes:
+    """How long a rollout's switch took, in seconds (``Deployment.switch``)."""
+
+    unavailable: float = 0.0    # resized/replaced keys unavailable (-EAGAIN) to both versions
+    both_attached: float = 0.0  # new version attached .. old version detached
+    grace: float = 0.0          # the one grace period
+    publish: float = 0.0        # copy, convert and publish the changed keys
+    keys: int = 0               # keys made unavailable
+
+
 def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             new_manifest: Manifest, *, configure: Callable[[BpfObject], None] | None = None,
             programs: Iterable[str] | None = None, map_name: str = DEFAULT_MAP) -> Deployment:
     """Switch from ``current`` to ``new_object``; on failure nothing changes (see module doc)."""
     the_plan = plan(store, current.manifest, new_manifest)   # raises before any change
     added: list[int] = []
-    staged: list[int] = []
     new_obj: BpfObject | None = None
-    links: list[BpfLink] = []
-    step = "staging the new keys"
+    step = "adding the new keys"
     try:
         for k in the_plan.added:
             store.put(k.id, k.initial())
             added.append(k.id)
-        for old, new in the_plan.resized:
-            keep = store.get(old.id)[:new.size]
-            store.stage(new.id, keep + bytes(new.size - len(keep)))
-            staged.append(new.id)
-        for old, new in the_plan.replaced:
-            store.stage(new.id, new.initial())
-            staged.append(new.id)
 
         step = f"opening {new_object}"
         new_obj = BpfObject(new_object)
@@ -221,25 +235,56 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             configure(new_obj)
         step = f"loading {new_object}"
         new_obj.load()
-        step = f"attaching {new_object}"
-        links = _attach(new_obj, programs)
+        step = "checking the space the switch needs"
+        changes = {n.id: n.size for _, n in the_plan.resized}
+        changes.update({n.id: n.initial() for _, n in the_plan.replaced})
+        after = store.convert_plan({n.id: n.size for _, n in the_plan.resized + the_plan.replaced},
+                                   deleted=[k.id for k in the_plan.removed])
+        store.ensure_pages(after.pages)
     except BaseException as exc:
-        for link in links:
-            link.close()
-        if new_obj is not None:
-            new_obj.close()
-        for key in staged:
-            store.discard_staged(key)
-        for key in added:
-            store.delete(key)
+        _undo(store, new_obj, [], added)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise RolloutError(f"rollout failed while {step}: {exc}\n"
                            f"the running version stays attached and the store is unchanged") from exc
 
-    for key in staged:
-        store.publish_staged(key)
+    links: list[BpfLink] = []
+    old_programs = [link.program_name for link in current.links]
+    times = SwitchTimes()
+
+    def switch() -> None:
+        nonlocal links
+        links = _attach(new_obj, programs)
+        t_attached = time.perf_counter()
+        for link in current.links:
+            link.close()
+        times.both_attached = time.perf_counter() - t_attached
+        current.links = []
+        for k in the_plan.removed:
+            store.delete(k.id)
+
+    try:
+        store.convert(changes, while_unavailable=switch)
+    except BaseException as exc:
+        if not current.links:       # failed after the old version detached: attach it again
+            current.links = _attach(current.obj, old_programs)
+        _undo(store, new_obj, links, added)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise RolloutError(f"rollout failed while switching to {new_object}: {exc}\n"
+                           f"the running version stays attached and the store is unchanged") from exc
+    c = store.last_convert
+    times.unavailable, times.grace, times.publish, times.keys = c.unavailable, c.grace, c.publish, c.keys
     current.close()
-    for k in the_plan.removed:
-        store.delete(k.id)
-    return Deployment(new_obj, links, new_manifest)
+    deployment = Deployment(new_obj, links, new_manifest)
+    deployment.switch = times
+    return deployment
+
+
+def _undo(store: KVStore, new_obj: BpfObject | None, links: list[BpfLink], added: list[int]) -> None:
+    for link in links:
+        link.close()
+    if new_obj is not None:
+        new_obj.close()
+    for key in added:
+        store.delete(key)

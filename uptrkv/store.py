@@ -4,14 +4,26 @@ A :class:`KVStore` owns the pages of one store: a metadata page and up to
 ``max_pages`` data pages, mmap'ed in this process and registered as uptrs in
 one element of a task storage map (keyed by a pidfd of the task whose BPF
 programs use it).  ``get`` and ``put`` of existing keys are plain memory
-accesses; a syscall happens only when a data page is added.
+accesses; a syscall happens only when a data page is added or when the
+store waits for a grace period.
 
-Concurrency: user space and BPF share the pages without locks.  A metadata
-entry is one aligned 32-bit store, so BPF sees a key either before or after
-a put/resize/delete, never half of one; the bytes of a value larger than 8
-are not copied atomically.  Space freed by a delete or a move is reused only
-by a later allocation of this store.  One thread of this process should
-own a store's writes.
+Concurrency with BPF programs (no locks; see README "Concurrency"):
+
+- a metadata entry changes with one aligned 32-bit store or compare-and-swap,
+  so BPF sees a key before or after a change, never half of one;
+- 4- and 8-byte values are single aligned loads and stores; other sizes are
+  written under the entry's sequence count and read until a copy is clean;
+- space that stops holding a value (delete, shrink, move, a BPF delete) is
+  quarantined until a grace period has passed, so a program that read the
+  old entry never touches bytes that belong to another key by then;
+- a value that moves (resize that cannot stay in place, compact, convert) is
+  made unavailable first (BPF gets -EAGAIN), then, after one grace period
+  for the whole batch, copied from bytes nobody writes any more and
+  published again: a BPF write that returned 0 is never lost.
+
+One thread of the creating process should own a store's calls.  A fork
+child's copy of the object refuses every call (:class:`StoreOwnerError`);
+the child's copies of the pages read as zeros (``MADV_WIPEONFORK``).
 """
 
 from __future__ import annotations
@@ -22,31 +34,77 @@ import mmap
 import os
 import struct
 import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Union
 
+from . import _atomic
 from ._libbpf import LibbpfError
-from .allocator import Allocator, Slot
-from .errors import (InvalidKeyError, InvalidValueError, MissingKeyError, StoreClosedError,
-                     StoreFullError, UnsupportedKernelError)
+from .allocator import Allocator, Slot, alignment
+from .errors import (CorruptStoreError, InvalidKeyError, InvalidValueError, MissingKeyError,
+                     StoreClosedError, StoreFullError, StoreOwnerError, UnsupportedKernelError)
+from .grace import grace_period
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
 
 BPF_MAP_TYPE_TASK_STORAGE = 29
 PIDFD_THREAD = os.O_EXCL
 DEFAULT_MAP = "kv_store_map"
+MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)
+# How long a write in progress (odd sequence count) may last before the entry counts as corrupt.
+SEQ_WAIT_SECONDS = 1.0
+
+# What convert() turns a key into: a new size (prefix kept, growth zeroed),
+# a new value, or a function of the old value.
+Conversion = Union[int, bytes, bytearray, memoryview, Callable[[bytes], bytes]]
+
+_live_stores: "weakref.WeakSet[KVStore]" = weakref.WeakSet()
+
+
+@dataclass
+class ConvertTimes:
+    """Where a convert() spent its time, in seconds (``KVStore.last_convert``)."""
+
+    keys: int = 0              # keys made unavailable
+    unavailable: float = 0.0   # first key unavailable -> last key published
+    callback: float = 0.0      # while_unavailable()
+    grace: float = 0.0         # the one grace period
+    publish: float = 0.0       # copy or convert, place, write and publish every key
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_live_stores):
+        store._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Page:
-    """One anonymous, page-aligned mapping and its address."""
+    """One anonymous, page-aligned mapping, its address and typed views.
+
+    Private and wiped on fork: a fork child gets zero pages, never the
+    parent's (the kernel keeps the parent's pinned pages with the parent).
+    """
 
     def __init__(self, size: int):
-        self.mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            self.mm.madvise(MADV_WIPEONFORK)
+        except OSError:
+            self.mm.close()
+            raise
         anchor = ctypes.c_char.from_buffer(self.mm)
         self.address = ctypes.addressof(anchor)
         del anchor
         self.view = memoryview(self.mm)
+        self.u32 = self.view.cast("I")
+        self.u64 = self.view.cast("Q")
 
     def close(self) -> None:
-        self.view.release()
+        for v in (self.u64, self.u32, self.view):
+            v.release()
         self.mm.close()
 
 
@@ -69,17 +127,44 @@ def _pidfd(pid: int | None, tid: int | None) -> tuple[int, str]:
         raise OSError(exc.errno, f"cannot open a pidfd for {who}: {exc.strerror}") from None
 
 
+def as_bytes(value, what: str) -> bytes:
+    """The bytes of a bytes-like value (buffer protocol); TypeError for anything else."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (str, int, float)) or value is None:
+        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, a ctypes "
+                        f"structure...), got {type(value).__name__} {value!r}")
+    try:
+        with memoryview(value) as view:
+            return view.tobytes()
+    except TypeError:
+        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, a ctypes "
+                        f"structure...), got {type(value).__name__}") from None
+
+
 class KVStore:
-    """A store in ``kv_map`` for one task (by default the calling thread)."""
+    """A store in ``kv_map`` for one task (by default the calling thread).
+
+    ``grace`` waits for one RCU grace period (default: :func:`uptrkv.grace.grace_period`);
+    ``grace_periods`` counts the waits, so batching can be checked.
+    """
 
     def __init__(self, kv_map: BpfMap, *, pid: int | None = None, tid: int | None = None,
-                 pin_path: str | None = None, layout: Layout | None = None):
+                 pin_path: str | None = None, layout: Layout | None = None,
+                 grace: Callable[[], None] | None = None):
         if kv_map.type != BPF_MAP_TYPE_TASK_STORAGE:
             raise ValueError(f"map {kv_map.name} is not a task storage map")
         self.layout = layout or Layout.from_btf(kv_map.btf, kv_map.source)
         if kv_map.value_size != self.layout.value_size:
             raise ValueError(f"map {kv_map.name} value is {kv_map.value_size} bytes, "
                              f"struct kv_store_value is {self.layout.value_size}")
+        lay = self.layout
+        self._init_bit, self._seq_one, self._seq_bits = lay.init_bit, lay.seq_one, lay.seq_bits
+        self._owner = os.getpid()
+        self._forked = False
+        self._grace = grace or grace_period
+        self.grace_periods = 0
+        self.last_convert = ConvertTimes()
         self.map = kv_map.handle()
         self.pin_path = pin_path
         self._pinned = False
@@ -89,12 +174,14 @@ class KVStore:
         self._meta: _Page | None = None
         self._pages: list[_Page] = []
         self._staged: dict[int, Slot] = {}   # written but not yet published
-        self._shadow = [0] * self.layout.max_keys  # entries as this store last wrote them
+        # Entries as this store last wrote them, sequence counts masked off.
+        self._shadow = [0] * self.layout.max_keys
         self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
         registered = False
         try:
             self._meta = _Page(self.layout.page_size)
-            self._entries = self._meta.view.cast("I")
+            self._entries = self._meta.u32
+            self._words = _atomic.Words32(self._meta.address, self._meta.u64)
             self._pages.append(_Page(self.layout.page_size))
             self._register(BPF_NOEXIST)
             registered = True
@@ -107,6 +194,7 @@ class KVStore:
                 self.map.delete(self._key)      # unpins the pages before we unmap them
             self._release()
             raise
+        _live_stores.add(self)
 
     @classmethod
     def create(cls, obj: BpfObject, map_name: str = DEFAULT_MAP, **kwargs) -> "KVStore":
@@ -149,24 +237,60 @@ class KVStore:
             raise
         self._pages.append(page)
 
-    # --- helpers ---------------------------------------------------------------
+    # --- checks ----------------------------------------------------------------
 
     def _check(self) -> None:
+        if self._forked:
+            raise StoreOwnerError(
+                f"this store belongs to process {self._owner}; this process (a fork child) may not "
+                "use it: its copies of the pages are wiped; create a store of its own")
         if self._closed:
             raise StoreClosedError("the store is closed")
 
-    def _check_key(self, key: int) -> None:
-        if not isinstance(key, int) or not 0 <= key < self.layout.max_keys:
+    def _check_key(self, key) -> None:
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"keys are int, got {type(key).__name__} {key!r}")
+        if not 0 <= key < self.layout.max_keys:
             raise InvalidKeyError(f"key {key!r} is outside 0..{self.layout.max_keys - 1}")
 
-    def _check_size(self, size: int, what: str) -> None:
+    def _check_size(self, size, what: str) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"{what} must be an int, got {type(size).__name__} {size!r}")
         if not 1 <= size <= self.layout.max_value_size:
             raise InvalidValueError(f"{what} is {size} bytes; values are 1..{self.layout.max_value_size} bytes")
 
-    def _slot(self, key: int) -> Slot | None:
-        return self.layout.decode(self._entries[key])
+    def _corrupt(self, key: int, entry: int, why: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"key {key}: metadata entry {entry:#010x} {why}; the metadata page was changed outside "
+            "this store: verify() lists every problem, delete(key) drops the entry, close() still works",
+            key=key, entry=entry)
 
-    def _require(self, key: int) -> Slot:
+    def _valid(self, key: int, entry: int) -> Slot | None:
+        """The slot a live entry names, or None for an empty key; CorruptStoreError if unusable."""
+        lay = self.layout
+        if not entry & self._init_bit:
+            if entry:
+                raise self._corrupt(key, entry, "marks the key not available, but no move of this "
+                                    "store is in progress")
+            return None
+        if entry & lay.reserved_bits:
+            raise self._corrupt(key, entry, "sets reserved bits")
+        slot = lay.decode(entry)
+        if slot.page >= len(self._pages):
+            raise self._corrupt(key, entry, f"names data page {slot.page}, but only "
+                                f"{len(self._pages)} are registered")
+        if slot.end > lay.page_size:
+            raise self._corrupt(key, entry, f"names bytes {slot.offset}..{slot.end - 1}, past the "
+                                f"end of a {lay.page_size}-byte page")
+        if slot.offset % alignment(slot.size):
+            raise self._corrupt(key, entry, f"puts a {slot.size}-byte value at offset {slot.offset}, "
+                                f"not {alignment(slot.size)}-byte aligned")
+        return slot
+
+    def _slot(self, key: int) -> Slot | None:
+        return self._valid(key, self._entries[key])
+
+    def _require(self, key) -> Slot:
         self._check()
         self._check_key(key)
         slot = self._slot(key)
@@ -174,23 +298,68 @@ class KVStore:
             raise MissingKeyError(f"key {key} holds no value")
         return slot
 
+    # --- entries ----------------------------------------------------------------
+
+    def _location(self, entry: int) -> int:
+        return entry & ~self._seq_bits
+
+    def _even(self, key: int) -> int:
+        """key's entry once no write holds it (odd sequence count); CorruptStoreError if one never ends."""
+        entry = self._entries[key]
+        if not entry & self._seq_one or not entry & self._init_bit:
+            return entry
+        deadline = time.monotonic() + SEQ_WAIT_SECONDS
+        while entry & self._seq_one and entry & self._init_bit:
+            if time.monotonic() > deadline:
+                raise self._corrupt(key, entry, f"has stayed odd (a write in progress) for "
+                                    f"{SEQ_WAIT_SECONDS} s")
+            time.sleep(0)
+            entry = self._entries[key]
+        return entry
+
+    def _swap(self, key: int, make: Callable[[int], int]) -> int:
+        """Replace key's published entry e by make(e) atomically, once no write holds it.
+
+        Returns the replaced entry, or 0 if the key holds no value any more
+        (a BPF delete got there first).
+        """
+        while True:
+            cur = self._even(key)
+            if not cur & self._init_bit:
+                return cur
+            if self._words.cas(key, cur, make(cur)):
+                return cur
+
+    def _publish(self, key: int, slot: Slot | None) -> None:
+        """Store key's entry while no BPF program can change it (empty or not available)."""
+        entry = 0 if slot is None else self.layout.encode(slot)
+        self._entries[key] = entry
+        self._shadow[key] = entry
+
+    def _forget(self, key: int) -> None:
+        """key's entry is gone: quarantine the space the store last gave it."""
+        old = self.layout.decode(self._shadow[key])
+        self._shadow[key] = 0
+        if old is not None:
+            self._alloc.retire(old)
+
     def _sync(self) -> Allocator:
-        """The placement, updated for entries changed behind our back (BPF deletes)."""
+        """Quarantine the space of keys BPF deleted; CorruptStoreError for entries nobody should write."""
+        bits = ~self.layout.seq_bits
         now = self._entries.tolist()
-        if now != self._shadow:
-            try:
-                for was, is_ in zip(self._shadow, now):
-                    if was != is_:
-                        if (old := self.layout.decode(was)) is not None:
-                            self._alloc.release(old)
-                        if (new := self.layout.decode(is_)) is not None:
-                            self._alloc.reserve(new)
-            except ValueError:   # entries written by someone else: start over from the page
-                live = [s for s in map(self.layout.decode, now) if s]
-                self._alloc = Allocator.from_slots(live + list(self._staged.values()),
-                                                   self.layout.page_size, self.layout.max_pages,
-                                                   len(self._pages))
-            self._shadow = now
+        shadow = self._shadow
+        if now != shadow:
+            for key, (was, is_) in enumerate(zip(shadow, now)):
+                if was != is_ & bits:
+                    if is_ == 0:
+                        self._forget(key)
+                    else:
+                        problems = self.verify()
+                        raise CorruptStoreError(
+                            f"key {key}: metadata entry {is_:#010x} is not what this store wrote "
+                            f"({was:#010x}); {len(problems)} problem(s): " + "; ".join(problems)
+                            + "; delete the keys named or close the store",
+                            key=key, entry=is_, problems=problems)
         return self._alloc
 
     def allocator(self) -> Allocator:
@@ -198,80 +367,280 @@ class KVStore:
         self._check()
         return self._sync().copy()
 
+    # --- space -------------------------------------------------------------------
+
+    def _wait_grace(self) -> int:
+        """One grace period; then everything quarantined before it is free.  Returns bytes freed."""
+        self._grace()
+        self.grace_periods += 1
+        return self._alloc.release_quarantine()
+
+    def reclaim(self) -> int:
+        """Free quarantined space now (one grace period); returns the bytes freed."""
+        self._check()
+        self._sync()
+        if not self._alloc.quarantined:
+            return 0
+        return self._wait_grace()
+
     def _place(self, size: int) -> Slot:
-        """Reserve room, adding data pages if needed; StoreFullError changes nothing."""
-        alloc = self._sync()
-        slot = alloc.find(size)
+        """Reserve room, adding data pages if needed; StoreFullError changes nothing.
+
+        A grace period is paid only when the value would otherwise need a new
+        page (or not fit) while quarantined space could take it.
+        """
+        alloc = self._alloc
+        try:
+            slot = alloc.find(size)
+        except StoreFullError:
+            slot = None
+        if slot is None or slot.page >= len(self._pages):
+            self._sync()
+            if alloc.quarantined:
+                self._wait_grace()
+                slot = alloc.find(size)             # raises StoreFullError if it still cannot fit
+            elif slot is None:
+                alloc.find(size)
         while slot.page >= len(self._pages):
             self._add_page()
         alloc.reserve(slot)
         return slot
 
-    def _set_entry(self, key: int, slot: Slot | None, release_old: bool = True) -> None:
-        """Publish key's entry (one 32-bit store); slot is already reserved."""
-        old = self.layout.decode(self._shadow[key])
-        entry = 0 if slot is None else self.layout.encode(slot)
-        self._entries[key] = entry
-        self._shadow[key] = entry
-        if release_old and old is not None:
-            self._alloc.release(old)
+    # --- values ------------------------------------------------------------------
+
+    def _read(self, key: int, slot: Slot) -> bytes:
+        page = self._pages[slot.page]
+        if slot.size == 8:
+            return page.u64[slot.offset >> 3].to_bytes(8, "little")
+        if slot.size == 4:
+            return page.u32[slot.offset >> 2].to_bytes(4, "little")
+        while True:        # seqlock reader: a copy taken while no write was in progress
+            entry = self._even(key)
+            data = bytes(page.view[slot.offset:slot.end])
+            again = self._entries[key]
+            if again == entry:
+                return data
+            if self._location(again) != self._location(entry) or not again & self._init_bit:
+                raise self._corrupt(key, again, "changed while it was read")
+            entry = again
+
+    def _write(self, key: int, slot: Slot, data: bytes) -> None:
+        """Overwrite a published value in place."""
+        page = self._pages[slot.page]
+        if slot.size == 8:
+            page.u64[slot.offset >> 3] = int.from_bytes(data, "little")
+            return
+        if slot.size == 4:
+            page.u32[slot.offset >> 2] = int.from_bytes(data, "little")
+            return
+        while True:        # seqlock writer: even -> odd by compare-and-swap, copy, even again
+            entry = self._even(key)
+            if not entry & self._init_bit:
+                raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+            if self._words.cas(key, entry, entry + self._seq_one):
+                break
+        page.view[slot.offset:slot.end] = data
+        self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
 
     # --- public API ------------------------------------------------------------
 
     def get(self, key: int) -> bytes:
         slot = self._require(key)
-        return bytes(self._pages[slot.page].view[slot.offset:slot.end])
+        return self._read(key, slot)
 
-    def put(self, key: int, value: bytes) -> None:
+    def put(self, key: int, value) -> None:
         """Set key's value; a new key gets space, an existing key keeps its size."""
         self._check()
         self._check_key(key)
-        value = bytes(value)
+        value = as_bytes(value, f"value for key {key}")
         self._check_size(len(value), f"value for key {key}")
         slot = self._slot(key)
         if slot is not None:
             if slot.size != len(value):
                 raise InvalidValueError(
                     f"key {key} holds {slot.size} bytes, got {len(value)}; resize({key}, {len(value)}) first")
-            self._pages[slot.page].view[slot.offset:slot.end] = value
+            self._write(key, slot, value)
             return
+        if key in self._staged:
+            raise InvalidValueError(f"key {key} has a staged value; publish_staged() or discard_staged() first")
+        if self._shadow[key]:
+            self._forget(key)                    # BPF deleted it: its old space waits out a grace period
         slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
-        self._set_entry(key, slot)
+        self._publish(key, slot)
 
     def delete(self, key: int) -> None:
-        self._require(key)
-        self._sync()
-        self._set_entry(key, None)
+        """Remove key; its space is quarantined until the next grace period.
+
+        Works on a corrupt entry too, which is how one is dropped.
+        """
+        self._check()
+        self._check_key(key)
+        entry = self._entries[key]
+        if not entry:
+            raise MissingKeyError(f"key {key} holds no value")
+        if entry & self.layout.init_bit:
+            self._swap(key, lambda e: 0)
+        else:
+            self._entries[key] = 0
+        if self._shadow[key]:
+            self._forget(key)
 
     def resize(self, key: int, size: int) -> Slot:
-        """Change key's size keeping its common prefix (new bytes are zero)."""
+        """Change key's size keeping its common prefix (new bytes are zero).
+
+        In place when it shrinks or the bytes after it are free; otherwise
+        the value moves through :meth:`convert` (one grace period, during
+        which BPF gets -EAGAIN for this key).
+        """
         old = self._require(key)
         self._check_size(size, f"new size of key {key}")
         if size == old.size:
             return old
-        alloc = self._sync()
-        keep = min(old.size, size)
-        if alloc.can_resize_in_place(old, size):
+        alloc = self._alloc
+        if size < old.size or alloc.can_resize_in_place(old, size):
             new = Slot(old.page, old.offset, size)
-            alloc.release(old)
-            alloc.reserve(new)
-            if size > keep:
-                self._pages[new.page].view[new.offset + keep:new.end] = bytes(size - keep)
-            self._set_entry(key, new, release_old=False)
+            if size > old.size:
+                self._pages[new.page].view[old.end:new.end] = bytes(size - old.size)
+            entry = self.layout.encode(new)
+            if not self._swap(key, lambda e: entry) & self.layout.init_bit:
+                self._forget(key)
+                raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+            if size < old.size:
+                alloc.shrink(old, size)
+            else:
+                alloc.release(old)
+                alloc.reserve(new)
+            self._shadow[key] = entry
             return new
-        # Moving: the old bytes stay reserved, BPF may read them until the entry flips.
-        new = self._place(size)
-        dst = self._pages[new.page].view
-        dst[new.offset:new.offset + keep] = self._pages[old.page].view[old.offset:old.offset + keep]
-        if size > keep:
-            dst[new.offset + keep:new.end] = bytes(size - keep)
-        self._set_entry(key, new)
-        return new
+        return self.convert({key: size})[key]
 
-    # --- staging: write now, publish later (used by rollout) ---------------------
+    def convert(self, changes: Mapping[int, Conversion], *,
+                while_unavailable: Callable[[], None] | None = None) -> dict[int, Slot]:
+        """Give keys new sizes or values without losing a write, for one grace period.
 
-    def stage(self, key: int, value: bytes) -> Slot:
+        ``changes`` maps a key to a new size (prefix kept, growth zeroed), a
+        new value, or a function from the old value to the new one.
+
+        1. every key changed becomes unavailable: BPF's get/put/delete of it
+           return -EAGAIN, and nothing writes its old bytes from then on;
+        2. ``while_unavailable()`` runs (a rollout attaches the new version
+           and detaches the old one there);
+        3. one grace period: no BPF program still uses an old entry;
+        4. the new values, made from old bytes nobody writes any more, go
+           into free space (which now includes the old places) and are published.
+
+        If 2 raises, or 4 finds no room (StoreFullError), every key gets its
+        old entry back, bytes untouched.  Keys BPF deleted before step 1 are
+        skipped.  Returns the new slots.
+        """
+        self._check()
+        checked: dict[int, Conversion] = {}
+        for key, conv in changes.items():
+            self._require(key)
+            if isinstance(conv, int):
+                self._check_size(conv, f"new size of key {key}")
+            elif not callable(conv):
+                conv = as_bytes(conv, f"new value for key {key}")
+                self._check_size(len(conv), f"new value for key {key}")
+            checked[key] = conv
+        changes = checked
+        if self._staged.keys() & changes.keys():
+            raise InvalidValueError("cannot convert keys that have staged values")
+        self._sync()
+        t0 = time.perf_counter()
+        marked = self._make_unavailable(sorted(changes))
+        t1 = time.perf_counter()
+        try:
+            if while_unavailable is not None:
+                while_unavailable()
+            t2 = time.perf_counter()
+            self._wait_grace()
+            t3 = time.perf_counter()
+            olds = {key: bytes(self._pages[s.page].view[s.offset:s.end])
+                    for key, (e, s) in marked.items()}
+            values = {}
+            for key, old in olds.items():
+                conv = changes[key]
+                if isinstance(conv, int):
+                    new = old[:conv] + bytes(max(0, conv - len(old)))
+                elif callable(conv):
+                    new = as_bytes(conv(old), f"converted value of key {key}")
+                else:
+                    new = conv
+                self._check_size(len(new), f"converted value of key {key}")
+                values[key] = new
+            placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()})
+        except BaseException:
+            self._restore(marked)
+            raise
+        for key, slot in placed.items():
+            self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+        for key, slot in placed.items():
+            self._publish(key, slot)
+        t4 = time.perf_counter()
+        self.last_convert = ConvertTimes(len(marked), t4 - t0, t2 - t1, t3 - t2, t4 - t3)
+        return placed
+
+    def convert_plan(self, changes: Mapping[int, int], deleted: Iterable[int] = ()) -> Allocator:
+        """Dry run of convert({key: new size}) after deleting ``deleted``: the
+        placement it would end with.  StoreFullError if it cannot fit."""
+        sim = self.allocator()
+        slots = self.slots()
+        for key in list(deleted) + list(changes):
+            if key not in slots:
+                raise MissingKeyError(f"key {key} holds no value")
+        for key in deleted:
+            sim.retire(slots[key])
+        sim.release_quarantine()
+        for key in changes:
+            sim.release(slots[key])
+        sim.place_batch(dict(changes))
+        return sim
+
+    def ensure_pages(self, pages: int) -> None:
+        """Register data pages up to ``pages`` now (a later step then needs no syscall)."""
+        self._check()
+        while len(self._pages) < pages:
+            self._add_page()
+
+    def _make_unavailable(self, keys: Iterable[int]) -> dict[int, tuple[int, Slot]]:
+        """Mark keys not available (BPF: -EAGAIN).  Returns key -> (old entry, old slot)."""
+        marked: dict[int, tuple[int, Slot]] = {}
+        try:
+            for key in keys:
+                old = self._swap(key, self.layout.busy)
+                if not old & self.layout.init_bit:
+                    self._forget(key)            # deleted by BPF before we got to it
+                    continue
+                marked[key] = (old, self._valid(key, old))
+        except BaseException:
+            self._restore(marked)
+            raise
+        return marked
+
+    def _restore(self, marked: Mapping[int, tuple[int, Slot]]) -> None:
+        for key, (entry, _) in marked.items():
+            self._entries[key] = entry
+
+    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]]) -> dict[int, Slot]:
+        """New slots for unavailable keys after a grace period: their old slots are free
+        to reuse.  All or nothing: StoreFullError changes nothing."""
+        sim = self._alloc.copy()
+        for old, _ in moves.values():
+            sim.release(old)
+        wanted = sim.place_batch({key: size for key, (_, size) in moves.items()})
+        while sim.pages > len(self._pages):
+            self._add_page()
+        for old, _ in moves.values():
+            self._alloc.release(old)
+        for slot in wanted.values():
+            self._alloc.reserve(slot)
+        return wanted
+
+    # --- staging: write now, publish later -----------------------------------------
+
+    def stage(self, key: int, value) -> Slot:
         """Write value into fresh space for key without publishing it.
 
         BPF keeps seeing key's current entry (or none) until publish_staged();
@@ -279,7 +648,7 @@ class KVStore:
         """
         self._check()
         self._check_key(key)
-        value = bytes(value)
+        value = as_bytes(value, f"value for key {key}")
         self._check_size(len(value), f"value for key {key}")
         if key in self._staged:
             raise InvalidValueError(f"key {key} already has a staged value")
@@ -288,44 +657,91 @@ class KVStore:
         self._staged[key] = slot
         return slot
 
-    def publish_staged(self, key: int) -> None:
-        self._check()
-        self._sync()
-        self._set_entry(key, self._staged.pop(key))
+    def publish_staged(self) -> list[int]:
+        """Publish every staged value: one entry store per key, O(staged keys).
 
-    def discard_staged(self, key: int) -> None:
-        slot = self._staged.pop(key, None)
-        if slot is not None:
-            self._alloc.release(slot)
+        A key's previous value is replaced (its space quarantined); a BPF
+        write to it that raced with the switch lands in the old bytes.
+        """
+        self._check()
+        done = []
+        for key, slot in sorted(self._staged.items()):
+            entry = self.layout.encode(slot)
+            if self._entries[key] & self.layout.init_bit:
+                self._swap(key, lambda e: entry)
+            else:
+                self._entries[key] = entry
+            if self._shadow[key]:
+                self._forget(key)
+            self._shadow[key] = entry
+            done.append(key)
+        self._staged.clear()
+        return done
+
+    def discard_staged(self, key: int | None = None) -> None:
+        """Drop a staged value (all of them without key); BPF never saw it."""
+        for k in ([key] if key is not None else list(self._staged)):
+            slot = self._staged.pop(k, None)
+            if slot is not None:
+                self._alloc.release(slot)
+
+    def staged(self) -> list[int]:
+        return sorted(self._staged)
+
+    # --- compaction ------------------------------------------------------------------
 
     def compact(self) -> int:
         """Move values down to the lowest free offsets and release empty trailing pages.
 
-        Each move copies the value into free space that does not overlap it,
-        then flips its metadata entry with one 32-bit store, so a BPF reader
-        always sees a whole value.  A BPF write to a value while it moves
-        (between the copy and the flip) is lost: run compact() while no
-        attached program writes to the store, for example before attaching
-        or after detaching.  Returns the number of bytes moved.
+        One grace period for the whole batch: the values that move are
+        unavailable meanwhile (BPF gets -EAGAIN for them), then copied from
+        bytes nobody writes and published, so no BPF write is lost; quarantined
+        space is freed by the same grace period.  Returns the bytes moved.
         """
         self._check()
         if self._staged:
             raise InvalidValueError("cannot compact while values are staged")
         alloc = self._sync()
-        moved = 0
+        sim = alloc.copy()
+        sim.release_quarantine()
+        plan: dict[int, Slot] = {}
         for old, key in sorted((self._slot(k), k) for k in self.keys()):
-            alloc.release(old)
-            new = alloc.find(old.size)
-            if (new.page, new.offset) < (old.page, old.offset) and \
-                    (new.page != old.page or new.end <= old.offset):
-                self._pages[new.page].view[new.offset:new.end] = \
-                    self._pages[old.page].view[old.offset:old.end]
-                alloc.reserve(new)
-                self._set_entry(key, new, release_old=False)
-                moved += old.size
+            sim.release(old)
+            new = sim.find(old.size)
+            if (new.page, new.offset) < (old.page, old.offset):
+                sim.reserve(new)
+                plan[key] = new
             else:
-                alloc.reserve(old)
-        used_pages = max((s.page + 1 for s in alloc.slots()), default=1)
+                sim.reserve(old)
+        moved = 0
+        if plan or alloc.quarantined:
+            marked = self._make_unavailable(sorted(plan))
+            try:
+                self._wait_grace()
+                values = {key: bytes(self._pages[s.page].view[s.offset:s.end])
+                          for key, (e, s) in marked.items()}
+                trial = alloc.copy()
+                for key, (_, old) in marked.items():
+                    trial.release(old)
+                for key in marked:
+                    trial.reserve(plan[key])
+            except BaseException as exc:
+                self._restore(marked)
+                if isinstance(exc, ValueError):
+                    raise CorruptStoreError(f"compact() found the placement changed behind its back "
+                                            f"({exc}); nothing moved: {'; '.join(self.verify())}",
+                                            problems=self.verify()) from exc
+                raise
+            for key, (_, old) in marked.items():
+                alloc.release(old)
+            for key in marked:
+                alloc.reserve(plan[key])
+            for key in marked:
+                slot = plan[key]
+                self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+                self._publish(key, slot)
+                moved += slot.size
+        used_pages = max((s.page + 1 for s in alloc.slots() + alloc.quarantined), default=1)
         if used_pages < len(self._pages):
             self._register(BPF_EXIST, self._pages[:used_pages])
             for page in self._pages[used_pages:]:
@@ -334,12 +750,51 @@ class KVStore:
             alloc.pages = used_pages
         return moved
 
+    # --- inspection ------------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Every inconsistency of the metadata page, one sentence each (empty: consistent)."""
+        self._check()
+        lay = self.layout
+        problems: list[str] = []
+        placed: list[tuple[Slot, int]] = []
+        for key, entry in enumerate(self._entries.tolist()):
+            if not entry:
+                continue
+            try:
+                slot = self._valid(key, entry)
+            except CorruptStoreError as exc:
+                problems.append(str(exc).split("; the metadata page")[0])
+                continue
+            if self._location(entry) != self._shadow[key]:
+                problems.append(f"key {key}: metadata entry {entry:#010x} is not what this store "
+                                f"wrote ({self._shadow[key]:#010x})")
+            placed.append((slot, key))
+        placed.sort()
+        for (a, ka), (b, kb) in zip(placed, placed[1:]):
+            if a.page == b.page and a.end > b.offset:
+                problems.append(f"keys {ka} and {kb} overlap: page {a.page} bytes {a.offset}..{a.end - 1} "
+                                f"and {b.offset}..{b.end - 1}")
+        return problems
+
     def slot(self, key: int) -> Slot:
         """Where key's value lives."""
         return self._require(key)
 
+    def slots(self) -> dict[int, Slot]:
+        """Every key's slot, in one pass over the metadata page."""
+        self._check()
+        bit = self._init_bit
+        return {k: self._valid(k, e) for k, e in enumerate(self._entries.tolist()) if e & bit}
+
     def size(self, key: int) -> int:
         return self._require(key).size
+
+    def raw_entry(self, key: int) -> int:
+        """key's metadata entry as stored (for diagnosis)."""
+        self._check()
+        self._check_key(key)
+        return self._entries[key]
 
     def keys(self) -> list[int]:
         self._check()
@@ -349,9 +804,11 @@ class KVStore:
     def items(self) -> list[tuple[int, bytes]]:
         return [(k, self.get(k)) for k in self.keys()]
 
-    def __contains__(self, key: int) -> bool:
+    def __contains__(self, key) -> bool:
         self._check()
-        return isinstance(key, int) and 0 <= key < self.layout.max_keys and self._slot(key) is not None
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"keys are int, got {type(key).__name__} {key!r}")
+        return 0 <= key < self.layout.max_keys and self._slot(key) is not None
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -362,18 +819,39 @@ class KVStore:
         return len(self._pages)
 
     def free_bytes(self) -> int:
+        """Bytes new values can take now, in all pages a store may have (quarantine excluded)."""
         self._check()
         return self._sync().free_bytes(self.layout.max_pages)
+
+    def quarantined_bytes(self) -> int:
+        """Bytes waiting for a grace period before reuse."""
+        self._check()
+        return self._sync().quarantined_bytes
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def owner(self) -> int:
+        """pid of the process that created the store."""
+        return self._owner
+
     def close(self) -> None:
-        """Remove the store from the map (the kernel unpins every page) and unmap all pages."""
+        """Remove the store from the map (the kernel unpins every page) and unmap all pages.
+
+        In a fork child this only drops the child's own copies (fds, wiped
+        pages) and raises StoreOwnerError: the parent's store stays.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._forked or os.getpid() != self._owner:
+            self._forked = True
+            self._release()
+            raise StoreOwnerError(
+                f"this store belongs to process {self._owner}; process {os.getpid()} (a fork child) "
+                "cannot close it: the child's copies were released, the owner's store is unchanged")
         try:
             try:
                 self.map.delete(self._key)
@@ -388,12 +866,11 @@ class KVStore:
 
     def _release(self) -> None:
         if getattr(self, "_entries", None) is not None:
-            self._entries.release()
             self._entries = None
-        for page in self._pages:
+        for page in getattr(self, "_pages", []):
             page.close()
         self._pages = []
-        if self._meta is not None:
+        if getattr(self, "_meta", None) is not None:
             self._meta.close()
             self._meta = None
         if getattr(self, "_pidfd", -1) >= 0:
