@@ -94,6 +94,24 @@ struct kv_manifest_entry {
 	char type[KV_MANIFEST_NAME_LEN];
 };
 
+/*
+ * A known key: where a program finds a KV_KEY() value without reading the
+ * metadata.  KV_KEY() gives each key a read-only global of this type; id and
+ * size are set at compile time, field and off by user space before the
+ * object is loaded (uptrkv.known_keys).  The kernel freezes .rodata, so the
+ * verifier sees field and off as constants.  Until resolved, off is
+ * KV_KNOWN_UNRESOLVED, past the end of a page: the verifier rejects any
+ * access through an unresolved key instead of letting it read a wrong value.
+ */
+#define KV_KNOWN_UNRESOLVED 0xffff
+
+struct kv_known_key {
+	__u32 id;
+	__u32 size;
+	__u16 field;	/* offset in struct kv_store_value of the uptr of the value's page */
+	__u16 off;	/* offset of the value in that page */
+};
+
 static inline __u32 kv_meta_off(__u32 e)
 {
 	return (e >> KV_META_OFF_SHIFT) & KV_META_OFF_MASK;

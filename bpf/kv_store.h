@@ -89,20 +89,28 @@ struct {
  */
 struct kv_meta_page *kv_anchor_meta_page;
 struct kv_manifest_entry *kv_anchor_manifest_entry;
+struct kv_known_key *kv_anchor_known_key;
 struct kv_data_page *kv_anchor_data_page;
 enum kv_layout kv_anchor_layout;
 
 /*
- * Declare a key the program uses: KV_KEY(counter, 1, __u64) gives the
- * compile-time constant KV_KEY_counter == 1 (no lookup at run time) and
- * records {1, sizeof(__u64), "counter", "__u64"} in the object's manifest
- * section, which the rollout checks against the TOML manifest.
+ * Declare a key the program uses: KV_KEY(counter, 1, __u64) gives
+ *   - the compile-time constant KV_KEY_counter == 1, for kv_store_get/put;
+ *   - the record {1, sizeof(__u64), "counter", "__u64"} in the object's
+ *     manifest section, which the rollout checks against the TOML manifest;
+ *   - the known key kv_known_counter for KV_KNOWN(kv, counter) (see below),
+ *     and the type kv_key_type_counter.  The known key is a static global
+ *     that clang drops unless the program uses it.
  */
 #define KV_KEY(_name, _id, _type)						\
 	enum { KV_KEY_##_name = (_id) };					\
 	_Static_assert((_id) >= 0 && (_id) < KV_MAX_KEYS, "key id out of range");	\
 	_Static_assert(sizeof(_type) >= 1 && sizeof(_type) <= KV_MAX_VALUE_SIZE,	\
 		       "value size out of range");				\
+	typedef __typeof__(_type) kv_key_type_##_name;				\
+	static const volatile struct kv_known_key kv_known_##_name		\
+	__attribute__((unused)) = { (_id), sizeof(_type),			\
+		__builtin_offsetof(struct kv_store_value, page0), KV_KNOWN_UNRESOLVED };	\
 	static const struct kv_manifest_entry __kv_manifest_##_name		\
 	__attribute__((section(KV_MANIFEST_SECTION), used)) =			\
 		{ (_id), sizeof(_type), #_name, #_type }
@@ -306,6 +314,50 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 		return -EFAULT;
 	return 0;
 }
+
+/*
+ * Known keys: a KV_KEY() value at the cost of a struct field plus one load.
+ *
+ *	__u64 *calls = KV_KNOWN(kv, calls);	// typed pointer, NULL if its page is missing
+ *	if (calls)
+ *		(*calls)++;
+ *
+ * Before load, user space (uptrkv.known_keys.load) writes where the store
+ * holds each known key the program uses into its .rodata; the verifier folds
+ * both numbers, so an access is the load of the page pointer from the store
+ * value plus the access itself: no metadata read, no page branch, no bound
+ * check at run time.  While the object is open the store does not move or
+ * free those keys (resize, delete and compact of them refuse); a rollout
+ * loads the next version with new constants.  An object loaded without
+ * resolving is rejected by the verifier at its first access.
+ *
+ * Accesses are plain loads and stores, as with a struct field: values of 1,
+ * 2, 4 and 8 bytes are single accesses, larger ones can be torn by a
+ * concurrent writer.  A BPF kv_store_delete() of a known key unpublishes it
+ * for dynamic readers only; the known value stays where it is.
+ */
+static __always_inline void *kv_known_ptr(struct kv_store_value *v,
+					  const volatile struct kv_known_key *k)
+{
+	__u64 field = k->field, off = k->off;
+	struct kv_data_page *page;
+
+	page = *(struct kv_data_page **)((void *)v + field);
+	if (unlikely(!page))
+		return 0;
+	return (void *)page + off;
+}
+
+#define KV_KNOWN(kv, name)							\
+	((kv_key_type_##name *)kv_known_ptr((kv), &kv_known_##name))
+
+/* Copy a known key's value to *dst / from *src: 0, or -EFAULT without its page. */
+#define KV_KNOWN_GET(kv, name, dst)						\
+	({ kv_key_type_##name *__p = KV_KNOWN(kv, name);			\
+	   __p ? (__builtin_memcpy((dst), __p, sizeof(*__p)), 0) : -EFAULT; })
+#define KV_KNOWN_PUT(kv, name, src)						\
+	({ kv_key_type_##name *__p = KV_KNOWN(kv, name);			\
+	   __p ? (__builtin_memcpy(__p, (src), sizeof(*__p)), 0) : -EFAULT; })
 
 /* Remove key; user space reclaims the space on its next allocation. */
 static __always_inline long kv_store_delete(struct kv_store_value *v, __u32 key)

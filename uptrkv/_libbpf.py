@@ -197,8 +197,12 @@ def _errcheck_ptr(name):
     return check
 
 
+def _path() -> str:
+    return os.environ.get(LIBBPF_ENV, DEFAULT_LIBBPF)
+
+
 def _load() -> ctypes.CDLL:
-    path = os.environ.get(LIBBPF_ENV, DEFAULT_LIBBPF)
+    path = _path()
     try:
         lib = ctypes.CDLL(path, use_errno=True)
     except OSError as exc:
@@ -221,3 +225,35 @@ def _load() -> ctypes.CDLL:
 
 
 lib = _load()
+
+
+class _Hot:
+    """The calls on hot paths, at the cost of a bare ctypes call.
+
+    A second handle on the same library, without errno swapping, argument
+    converters or Python error checkers: callers pass ctypes-ready arguments
+    (int fds, bytes or ctypes buffers, ``U64[...]`` flags) and check the
+    negative errno that libbpf >= 1.0 returns, with :func:`check`.
+    """
+
+    def __init__(self, path: str):
+        handle = ctypes.CDLL(path)
+        self.bpf_map_lookup_elem = handle.bpf_map_lookup_elem
+        self.bpf_map_update_elem = handle.bpf_map_update_elem
+        self.bpf_map_delete_elem = handle.bpf_map_delete_elem
+        self.bpf_prog_test_run_opts = handle.bpf_prog_test_run_opts
+        for fn in (self.bpf_map_lookup_elem, self.bpf_map_update_elem,
+                   self.bpf_map_delete_elem, self.bpf_prog_test_run_opts):
+            fn.restype = c_int
+
+
+hot = _Hot(_path())
+# 64-bit flag arguments for hot calls (no argtypes there to widen an int).
+U64 = [ctypes.c_uint64(i) for i in range(8)]
+
+
+def check(rc: int, call: str) -> int:
+    """Raise LibbpfError for a hot call's negative errno."""
+    if rc < 0:
+        raise LibbpfError(-rc, call, take_messages())
+    return rc

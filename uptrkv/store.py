@@ -25,18 +25,19 @@ import threading
 
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
-from .errors import (InvalidKeyError, InvalidValueError, MissingKeyError, StoreClosedError,
-                     StoreFullError, UnsupportedKernelError)
+from .errors import (InvalidKeyError, InvalidValueError, KeyHeldError, MissingKeyError,
+                     StoreClosedError, StoreFullError, UnsupportedKernelError)
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
 
 BPF_MAP_TYPE_TASK_STORAGE = 29
 PIDFD_THREAD = os.O_EXCL
 DEFAULT_MAP = "kv_store_map"
+_BYTES = (bytes, bytearray)   # values whose len() is their size in bytes: taken as they are
 
 
 class _Page:
-    """One anonymous, page-aligned mapping and its address."""
+    """One anonymous, page-aligned mapping, its address, and typed views of it."""
 
     def __init__(self, size: int):
         self.mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
@@ -44,8 +45,12 @@ class _Page:
         self.address = ctypes.addressof(anchor)
         del anchor
         self.view = memoryview(self.mm)
+        self.u64 = self.view.cast("Q")     # aligned 8-byte values by offset // 8
+        self.u32 = self.view.cast("I")     # aligned 4-byte values by offset // 4
 
     def close(self) -> None:
+        self.u64.release()
+        self.u32.release()
         self.view.release()
         self.mm.close()
 
@@ -91,6 +96,9 @@ class KVStore:
         self._staged: dict[int, Slot] = {}   # written but not yet published
         self._shadow = [0] * self.layout.max_keys  # entries as this store last wrote them
         self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
+        self._init_fast()
+        self._holds: dict[int, tuple[object, dict[int, Slot]]] = {}   # id(owner) -> (owner, slots)
+        self._deferred: set[Slot] = set()   # freed while held: released with the last hold
         registered = False
         try:
             self._meta = _Page(self.layout.page_size)
@@ -182,12 +190,13 @@ class KVStore:
                 for was, is_ in zip(self._shadow, now):
                     if was != is_:
                         if (old := self.layout.decode(was)) is not None:
-                            self._alloc.release(old)
+                            self._free(old)
                         if (new := self.layout.decode(is_)) is not None:
                             self._alloc.reserve(new)
             except ValueError:   # entries written by someone else: start over from the page
                 live = [s for s in map(self.layout.decode, now) if s]
-                self._alloc = Allocator.from_slots(live + list(self._staged.values()),
+                held = {s for _, slots in self._holds.values() for s in slots.values()} - set(live)
+                self._alloc = Allocator.from_slots(live + list(self._staged.values()) + list(held),
                                                    self.layout.page_size, self.layout.max_pages,
                                                    len(self._pages))
             self._shadow = now
@@ -214,16 +223,135 @@ class KVStore:
         self._entries[key] = entry
         self._shadow[key] = entry
         if release_old and old is not None:
-            self._alloc.release(old)
+            self._free(old)
 
     # --- public API ------------------------------------------------------------
 
+    # --- fast paths ---------------------------------------------------------
+    #
+    # get/put and the typed accessors compare the key's entry with the one
+    # they last decoded for it (one list index, one load from the metadata
+    # page) and then touch the page directly: no decode, no Slot, no method
+    # call.  Anything else (closed store, bad key or value, a key without a
+    # value, an entry that changed) takes the checked path, which refreshes
+    # the key's cache line.  Pages going away (compact, close) clear it.
+
+    def _init_fast(self) -> None:
+        # key -> (entry, page mmap, slice, size, page, offset // 8, offset // 4)
+        self._fast: list[tuple | None] = [None] * self.layout.max_keys
+
+    def _remember(self, key: int, slot: Slot) -> None:
+        page = self._pages[slot.page]
+        self._fast[key] = (self._entries[key], page.mm, slice(slot.offset, slot.end), slot.size,
+                           page, slot.offset >> 3, slot.offset >> 2)
+
+    def _hit(self, key):
+        """The cached place of key's value, or None (then take the checked path)."""
+        if key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key]:
+                    return hit
+            except (IndexError, TypeError):
+                pass
+        return None
+
     def get(self, key: int) -> bytes:
-        slot = self._require(key)
-        return bytes(self._pages[slot.page].view[slot.offset:slot.end])
+        """key's value (a copy)."""
+        if key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key]:
+                    return hit[1][hit[2]]
+            except (IndexError, TypeError):
+                pass
+        return self._get_checked(key)
 
     def put(self, key: int, value: bytes) -> None:
         """Set key's value; a new key gets space, an existing key keeps its size."""
+        if key.__class__ is int and key >= 0 and value.__class__ in _BYTES:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key] and len(value) == hit[3]:
+                    hit[1][hit[2]] = value
+                    return
+            except (IndexError, TypeError):
+                pass
+        self._put_checked(key, value)
+
+    def get_u64(self, key: int) -> int:
+        """An 8-byte value as an unsigned little-endian integer."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 8:
+            return hit[4].u64[hit[5]]
+        return int.from_bytes(self._sized(key, 8, "get_u64"), "little")
+
+    def put_u64(self, key: int, value: int) -> None:
+        """Store an unsigned integer in an existing 8-byte key (one aligned store)."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 8 and value.__class__ is int and 0 <= value < 1 << 64:
+            hit[4].u64[hit[5]] = value
+            return
+        self._put_int(key, value, 8, "put_u64")
+
+    def get_u32(self, key: int) -> int:
+        """A 4-byte value as an unsigned little-endian integer."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 4:
+            return hit[4].u32[hit[6]]
+        return int.from_bytes(self._sized(key, 4, "get_u32"), "little")
+
+    def put_u32(self, key: int, value: int) -> None:
+        """Store an unsigned integer in an existing 4-byte key (one aligned store)."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 4 and value.__class__ is int and 0 <= value < 1 << 32:
+            hit[4].u32[hit[6]] = value
+            return
+        self._put_int(key, value, 4, "put_u32")
+
+    def get_into(self, key: int, buffer) -> int:
+        """Copy key's value into the start of a writable buffer; return its size."""
+        hit = self._hit(key)
+        if hit is None:
+            self._remember(key, self._require(key))
+            hit = self._fast[key]
+        size, src = hit[3], hit[4].view[hit[2]]
+        try:
+            dst = memoryview(buffer)
+        except TypeError:
+            raise TypeError(f"get_into needs a writable bytes-like buffer, got {type(buffer).__name__}") from None
+        if dst.readonly:
+            raise TypeError(f"get_into needs a writable buffer, {type(buffer).__name__} is read-only")
+        if dst.format != "B" or dst.ndim != 1:
+            dst = dst.cast("B")
+        if dst.nbytes < size:
+            raise InvalidValueError(f"key {key} holds {size} bytes, the buffer has {dst.nbytes}")
+        dst[:size] = src
+        return size
+
+    def _sized(self, key: int, size: int, what: str) -> bytes:
+        slot = self._require(key)
+        if slot.size != size:
+            raise InvalidValueError(f"key {key} holds {slot.size} bytes; {what} needs {size}")
+        self._remember(key, slot)
+        return bytes(self._pages[slot.page].view[slot.offset:slot.end])
+
+    def _put_int(self, key: int, value: int, size: int, what: str) -> None:
+        if value.__class__ is not int:
+            raise TypeError(f"{what} takes an int, got {type(value).__name__}")
+        if not 0 <= value < 1 << (8 * size):
+            raise InvalidValueError(f"{what}: {value} does not fit {size} unsigned bytes")
+        self._sized(key, size, what)
+        self.put(key, value.to_bytes(size, "little"))
+
+    # --- checked paths ---------------------------------------------------------
+
+    def _get_checked(self, key: int) -> bytes:
+        slot = self._require(key)
+        self._remember(key, slot)
+        return bytes(self._pages[slot.page].view[slot.offset:slot.end])
+
+    def _put_checked(self, key: int, value: bytes) -> None:
         self._check()
         self._check_key(key)
         value = bytes(value)
@@ -239,8 +367,125 @@ class KVStore:
         self._pages[slot.page].view[slot.offset:slot.end] = value
         self._set_entry(key, slot)
 
+    def put_many(self, items) -> None:
+        """Put many keys at once: one placement pass and one page registration.
+
+        items is a mapping or (key, value) pairs.  Existing keys keep their
+        size.  Everything is checked and placed before anything is written:
+        on an error (bad key or value, StoreFullError) the store is unchanged.
+        New keys are published after their bytes are written.
+        """
+        self._check()
+        pairs = list(items.items() if hasattr(items, "items") else items)
+        lay = self.layout
+        seen: set[int] = set()
+        updates, new_keys, new_values = [], [], []
+        for key, value in pairs:
+            if key.__class__ is not int:
+                if isinstance(key, bool) or not isinstance(key, int):
+                    raise TypeError(f"keys are int, got {type(key).__name__} {key!r}")
+            self._check_key(key)
+            if key in seen:
+                raise InvalidValueError(f"key {key} appears twice in put_many")
+            seen.add(key)
+            if value.__class__ not in _BYTES:
+                if isinstance(value, (str, int)):
+                    raise TypeError(f"value for key {key} must be bytes-like, got {type(value).__name__}")
+                try:
+                    value = memoryview(value).cast("B")
+                except TypeError:
+                    raise TypeError(f"value for key {key} must be bytes-like, "
+                                    f"got {type(value).__name__}") from None
+            size = len(value)
+            self._check_size(size, f"value for key {key}")
+            slot = self._slot(key)
+            if slot is not None:
+                if slot.size != size:
+                    raise InvalidValueError(
+                        f"key {key} holds {slot.size} bytes, got {size}; resize({key}, {size}) first")
+                updates.append((slot, value))
+            else:
+                new_keys.append(key)
+                new_values.append(value)
+        if new_keys:
+            trial = self._sync().copy()
+            places = trial.place_many([len(v) for v in new_values])    # StoreFullError: no change
+            need = max(p for p, _, _ in places) + 1
+            if need > len(self._pages):
+                added = [_Page(lay.page_size) for _ in range(need - len(self._pages))]
+                try:
+                    self._register(BPF_EXIST, self._pages + added)
+                except BaseException:
+                    for page in added:
+                        page.close()
+                    raise
+                self._pages.extend(added)
+            self._alloc = trial
+        for slot, value in updates:
+            self._pages[slot.page].view[slot.offset:slot.end] = value
+        if new_keys:
+            views = [p.view for p in self._pages]
+            base = lay.init_bit
+            for (page, off, size), value in zip(places, new_values):
+                views[page][off:off + size] = value
+            entries, shadow = self._entries, self._shadow
+            for key, (page, off, size) in zip(new_keys, places):
+                entry = (base | page << lay.page_shift | (size - 1) << lay.size_shift
+                         | off << lay.off_shift)
+                entries[key] = entry
+                shadow[key] = entry
+
+    # --- holds: keys a loaded program resolved (known keys) ----------------------
+
+    def hold(self, keys, owner: object) -> dict[int, Slot]:
+        """Keep keys where they are until release(owner); return their slots.
+
+        A program that resolved a key's place at load (uptrkv.known_keys)
+        reads and writes it there for as long as it is loaded: while held, a
+        key cannot be deleted or resized (KeyHeldError), compact() leaves it
+        in place, and space freed under it (a BPF delete, a rollout's move)
+        is not reused before the last hold goes.
+        """
+        self._check()
+        slots = {k: self._require(k) for k in keys}
+        _, held = self._holds.setdefault(id(owner), (owner, {}))
+        held.update(slots)
+        return dict(slots)
+
+    def release(self, owner: object) -> None:
+        """Drop owner's holds (a no-op for an owner that holds nothing)."""
+        entry = self._holds.pop(id(owner), None)
+        if entry is None or not self._deferred:
+            return
+        still = {s for _, slots in self._holds.values() for s in slots.values()}
+        for slot in [s for s in entry[1].values() if s in self._deferred and s not in still]:
+            self._deferred.discard(slot)
+            if not self._closed:
+                self._alloc.release(slot)
+
+    def holders(self, key: int) -> list[object]:
+        """The owners holding key."""
+        return [owner for owner, slots in self._holds.values() if key in slots]
+
+    def _check_not_held(self, key: int, action: str) -> None:
+        holders = self.holders(key)
+        if holders:
+            who = getattr(holders[0], "path", None) or repr(holders[0])
+            raise KeyHeldError(
+                f"cannot {action} key {key}: {who} resolved its place when it was loaded (a known key) "
+                f"and uses it there; roll out a version that does not need it "
+                f"(uptrkv.rollout.rollout) or close that object first")
+
+    def _free(self, slot: Slot) -> None:
+        """Release a slot no entry names any more, unless a hold still uses it."""
+        if any(slot in slots.values() for _, slots in self._holds.values()):
+            self._deferred.add(slot)
+        else:
+            self._alloc.release(slot)
+
     def delete(self, key: int) -> None:
         self._require(key)
+        self._check_not_held(key, "delete")
         self._sync()
         self._set_entry(key, None)
 
@@ -250,6 +495,7 @@ class KVStore:
         self._check_size(size, f"new size of key {key}")
         if size == old.size:
             return old
+        self._check_not_held(key, "resize")
         alloc = self._sync()
         keep = min(old.size, size)
         if alloc.can_resize_in_place(old, size):
@@ -328,6 +574,7 @@ class KVStore:
         used_pages = max((s.page + 1 for s in alloc.slots()), default=1)
         if used_pages < len(self._pages):
             self._register(BPF_EXIST, self._pages[:used_pages])
+            self._init_fast()
             for page in self._pages[used_pages:]:
                 page.close()
             del self._pages[used_pages:]
@@ -387,6 +634,8 @@ class KVStore:
             self._release()
 
     def _release(self) -> None:
+        if getattr(self, "_fast", None) is not None:
+            self._init_fast()
         if getattr(self, "_entries", None) is not None:
             self._entries.release()
             self._entries = None
