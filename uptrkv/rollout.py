@@ -15,6 +15,10 @@ out a new object:
 4. switch: publish the staged entries, detach the old program, delete the
    removed keys, close the old object.
 
+Known keys (KV_KNOWN) of the new object are resolved in step 3 to where
+the store holds them after the switch (a resized key: its staged place) and
+held until that object closes; the old object's holds go when it closes.
+
 A failure in 2 or 3 detaches and closes whatever of the new version exists,
 deletes the added keys and drops the staged bytes: the old program stays
 attached and the store holds exactly its old keys, sizes and bytes.  Data
@@ -31,7 +35,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .allocator import Allocator
+from . import known_keys
+from .allocator import Allocator, Slot
 from .errors import RolloutError, StoreFullError
 from .layout import Layout
 from .loader import BpfLink, BpfObject
@@ -189,6 +194,7 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
     the_plan = plan(store, current.manifest, new_manifest)   # raises before any change
     added: list[int] = []
     staged: list[int] = []
+    staged_slots: dict[int, Slot] = {}
     new_obj: BpfObject | None = None
     links: list[BpfLink] = []
     step = "staging the new keys"
@@ -198,10 +204,10 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             added.append(k.id)
         for old, new in the_plan.resized:
             keep = store.get(old.id)[:new.size]
-            store.stage(new.id, keep + bytes(new.size - len(keep)))
+            staged_slots[new.id] = store.stage(new.id, keep + bytes(new.size - len(keep)))
             staged.append(new.id)
         for old, new in the_plan.replaced:
-            store.stage(new.id, new.initial())
+            staged_slots[new.id] = store.stage(new.id, new.initial())
             staged.append(new.id)
 
         step = f"opening {new_object}"
@@ -219,6 +225,7 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             kv_map.reuse_fd(store.map.fd)
         if configure is not None:
             configure(new_obj)
+        known_keys.resolve(new_obj, store, staged_slots)    # new constants; held until it closes
         step = f"loading {new_object}"
         new_obj.load()
         step = f"attaching {new_object}"

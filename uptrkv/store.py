@@ -444,10 +444,15 @@ class KVStore:
         reads and writes it there for as long as it is loaded: while held, a
         key cannot be deleted or resized (KeyHeldError), compact() leaves it
         in place, and space freed under it (a BPF delete, a rollout's move)
-        is not reused before the last hold goes.
+        is not reused before the last hold goes.  keys is an iterable of
+        keys (held where they are now) or a mapping key -> Slot (a rollout
+        holds a staged place).
         """
         self._check()
-        slots = {k: self._require(k) for k in keys}
+        if hasattr(keys, "items"):
+            slots = dict(keys.items())
+        else:
+            slots = {k: self._require(k) for k in keys}
         _, held = self._holds.setdefault(id(owner), (owner, {}))
         held.update(slots)
         return dict(slots)
@@ -552,14 +557,16 @@ class KVStore:
         always sees a whole value.  A BPF write to a value while it moves
         (between the copy and the flip) is lost: run compact() while no
         attached program writes to the store, for example before attaching
-        or after detaching.  Returns the number of bytes moved.
+        or after detaching.  Held keys (see hold()) stay where they are.
+        Returns the number of bytes moved.
         """
         self._check()
         if self._staged:
             raise InvalidValueError("cannot compact while values are staged")
         alloc = self._sync()
         moved = 0
-        for old, key in sorted((self._slot(k), k) for k in self.keys()):
+        held = {k for _, slots in self._holds.values() for k in slots}
+        for old, key in sorted((self._slot(k), k) for k in self.keys() if k not in held):
             alloc.release(old)
             new = alloc.find(old.size)
             if (new.page, new.offset) < (old.page, old.offset) and \
