@@ -178,6 +178,98 @@ static __always_inline __u32 kv_store_entry(struct kv_store_value *v, __u32 key,
 	return e;
 }
 
+/*
+ * Gets of 1, 2, 4 and 8 bytes: direct loads, and no branch on the page.
+ *
+ * With random keys on several pages a branch on the page index mispredicts
+ * about once per get (~7 ns, more than the get itself).  Instead, load the
+ * value's offset from every registered page and keep the one the entry
+ * names with masks (arithmetic, not branches).  The tests of which pages
+ * are registered do branch, but they give the same answer on every get of
+ * a store, so they predict well; a store on one page pays nothing extra.
+ */
+
+/* All ones if bit `bit` of idx is set, else 0; opaque so clang keeps it arithmetic. */
+static __always_inline __u64 kv_bit_mask(__u64 idx, int bit)
+{
+	__u64 m = -((idx >> bit) & 1);
+
+	kv_opaque(m);
+	return m;
+}
+
+/* a where mask is 0, b where it is all ones. */
+#define kv_select(a, b, m)	((a) ^ (((a) ^ (b)) & (m)))
+
+#define KV_LOAD(T, p, off)	((__u64)*(volatile T *)((void *)(p) + (off)))
+#define KV_LOAD_IF(T, p, off, bit)						\
+	({ __u64 __x = 0; if (p) { __x = KV_LOAD(T, p, off); ok |= 1 << (bit); } __x; })
+
+/* *(T *)buf = the T at off of page idx; 0, or -EFAULT if that page is missing. */
+#define KV_GET_SCALAR(T)							\
+static __always_inline long kv_get_##T(struct kv_store_value *v, __u64 idx,	\
+				       __u64 off, void *buf)			\
+{										\
+	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p;		\
+	__u64 x, ok = 0;							\
+										\
+	kv_opaque(off);								\
+	if (unlikely(off > KV_PAGE_SIZE - sizeof(T)))				\
+		return -EFAULT;							\
+	if (likely(!p1)) {							\
+		if (unlikely(idx || !p0))					\
+			return -EFAULT;						\
+		x = KV_LOAD(T, p0, off);					\
+	} else if (likely(!v->page2)) {						\
+		if (unlikely(idx > 1 || !p0))					\
+			return -EFAULT;						\
+		x = kv_select(KV_LOAD(T, p0, off), KV_LOAD(T, p1, off),	\
+			      kv_bit_mask(idx, 0));				\
+	} else {								\
+		__u64 x0, x1, x2, x3, x4, x5, x6, x7, m0, m1;			\
+										\
+		p = v->page0; x0 = KV_LOAD_IF(T, p, off, 0);			\
+		p = v->page1; x1 = KV_LOAD_IF(T, p, off, 1);			\
+		p = v->page2; x2 = KV_LOAD_IF(T, p, off, 2);			\
+		p = v->page3; x3 = KV_LOAD_IF(T, p, off, 3);			\
+		p = v->page4; x4 = KV_LOAD_IF(T, p, off, 4);			\
+		p = v->page5; x5 = KV_LOAD_IF(T, p, off, 5);			\
+		p = v->page6; x6 = KV_LOAD_IF(T, p, off, 6);			\
+		p = v->page7; x7 = KV_LOAD_IF(T, p, off, 7);			\
+		if (unlikely(!((ok >> (idx & 7)) & 1)))				\
+			return -EFAULT;						\
+		m0 = kv_bit_mask(idx, 0);					\
+		m1 = kv_bit_mask(idx, 1);					\
+		x = kv_select(kv_select(kv_select(x0, x1, m0), kv_select(x2, x3, m0), m1),	\
+			      kv_select(kv_select(x4, x5, m0), kv_select(x6, x7, m0), m1),	\
+			      kv_bit_mask(idx, 2));				\
+	}									\
+	*(T *)buf = (T)x;							\
+	return 0;								\
+}
+
+KV_GET_SCALAR(__u8)
+KV_GET_SCALAR(__u16)
+KV_GET_SCALAR(__u32)
+KV_GET_SCALAR(__u64)
+
+/* Get a value of 1, 2, 4 or 8 bytes (size); the caller checked buf_size. */
+static __always_inline long kv_get_scalar(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
+{
+	__u64 idx = kv_meta_page(e), off = kv_meta_off(e);
+	long err;
+
+	if (likely(size == 8))
+		err = kv_get___u64(v, idx, off, buf);
+	else if (size == 4)
+		err = kv_get___u32(v, idx, off, buf);
+	else if (size == 2)
+		err = kv_get___u16(v, idx, off, buf);
+	else
+		err = kv_get___u8(v, idx, off, buf);
+	return err ? err : size;
+}
+
 #ifdef KV_STORE_DYNPTR
 static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
 {
@@ -254,27 +346,18 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	if (unlikely(!e))
 		return err;
 	size = kv_meta_size(e);
+	if (likely(size <= 8 && !(size & (size - 1)))) {	/* 1, 2, 4, 8 */
+		if (unlikely(size > buf_size))
+			return -E2BIG;
+		return kv_get_scalar(v, e, size, buf);
+	}
 	off = kv_meta_off(e);
 	page = kv_store_page(v, kv_meta_page(e));
 	if (unlikely(!page))
 		return -EFAULT;
-	if (likely(size == 8 && buf_size >= 8)) {
-		kv_opaque(off);
-		if (unlikely(off > KV_PAGE_SIZE - 8))
-			return -EFAULT;
-		*(__u64 *)buf = *(__u64 *)((void *)page + off);
-		return 8;
-	}
 	kv_opaque(size);
 	if (unlikely(size > buf_size))
 		return -E2BIG;
-	if (size == 4) {
-		kv_opaque(off);
-		if (unlikely(off > KV_PAGE_SIZE - 4))
-			return -EFAULT;
-		*(__u32 *)buf = *(__u32 *)((void *)page + off);
-		return 4;
-	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
 	if (unlikely(kv_copy_from_page(buf, page, off, size)))
@@ -306,6 +389,18 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 		if (unlikely(off > KV_PAGE_SIZE - 8))
 			return -EFAULT;
 		*(__u64 *)((void *)page + off) = *(const __u64 *)buf;
+		return 0;
+	}
+	if (size <= 4 && !(size & (size - 1))) {		/* 1, 2, 4: one store */
+		kv_opaque(off);
+		if (unlikely(off > KV_PAGE_SIZE - 4))
+			return -EFAULT;
+		if (size == 4)
+			*(__u32 *)((void *)page + off) = *(const __u32 *)buf;
+		else if (size == 2)
+			*(__u16 *)((void *)page + off) = *(const __u16 *)buf;
+		else
+			*(__u8 *)((void *)page + off) = *(const __u8 *)buf;
 		return 0;
 	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
