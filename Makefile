@@ -54,6 +54,9 @@ host-test: bpf bpffs
 
 test: host-test vmtest
 
+# Its copy loops must stay loops: BPF cannot call the memcpy clang would make of them.
+$(BUILD)/bpf/bench_size.bpf.o $(BUILD)/bpf/bench_size.dynptr.bpf.o: BPF_CFLAGS += -fno-builtin
+
 $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)
 	$(BPFTOOL) btf dump file $< format c > $@.tmp && mv $@.tmp $@

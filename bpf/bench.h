@@ -31,6 +31,7 @@ __u32 seed;
 __u64 elapsed_ns;
 __u64 sum;
 long errors;
+__u32 inner;		/* BENCH_INNER of the program that ran last */
 
 struct bench_ctx {
 	struct kv_store_value *kv;
@@ -53,14 +54,17 @@ static __always_inline __u32 bench_hash32(__u32 x)
 
 #define bench_key(i)	(bench_hash32((__u32)(i) + c->seed) & c->mask)
 
-#define BENCH(name, before, ...)						\
+#define BENCH(name, before, ...)	BENCH_N(name, BENCH_INNER, before, __VA_ARGS__)
+
+/* BENCH with `n` runs per callback call (1 for bodies the verifier would walk too often). */
+#define BENCH_N(name, n, before, ...)						\
 static long name##_cb(__u64 idx, struct bench_ctx *c)				\
 {										\
 	__u64 s = c->sum;							\
 	long err = c->errors;							\
 	before									\
-	for (__u32 j = 0; j < BENCH_INNER; j++) {				\
-		__u64 i __attribute__((unused)) = idx * BENCH_INNER + j;	\
+	for (__u32 j = 0; j < (n); j++) {					\
+		__u64 i __attribute__((unused)) = idx * (n) + j;		\
 		__VA_ARGS__							\
 	}									\
 	c->sum = s;								\
@@ -70,14 +74,23 @@ static long name##_cb(__u64 idx, struct bench_ctx *c)				\
 SEC("raw_tp")									\
 int name(void *ctx)								\
 {										\
-	struct bench_ctx c = { .seed = seed, .mask = key_mask };		\
+	struct bench_ctx c;							\
 	__u64 t0;								\
 										\
+	/* one by one, barriers between: not a memset (no libc in BPF) */	\
+	c.ptr = 0;								\
+	asm volatile("" ::: "memory");						\
+	c.sum = 0;								\
+	asm volatile("" ::: "memory");						\
+	c.errors = 0;								\
+	c.seed = seed;								\
+	c.mask = key_mask;							\
 	c.kv = kv_store_lookup(bpf_get_current_task_btf());			\
 	if (!c.kv)								\
 		return 1;							\
+	inner = (n);								\
 	t0 = bpf_ktime_get_ns();						\
-	bpf_loop(iters / BENCH_INNER, name##_cb, &c, 0);			\
+	bpf_loop(iters / (n), name##_cb, &c, 0);				\
 	elapsed_ns = bpf_ktime_get_ns() - t0;					\
 	sum = c.sum;								\
 	errors = c.errors;							\

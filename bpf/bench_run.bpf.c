@@ -80,7 +80,7 @@ BENCH(run_kv_lookup, , {
 BENCH(run_known, , {
 	struct kv_store_value *kv = kv_store_lookup(bpf_get_current_task_btf());
 
-	if (!kv) {
+	if (!kv || !kv_known_ready(kv)) {
 		err++;
 		continue;
 	}
@@ -124,3 +124,4 @@ BENCH(run_floor, , {
 })
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+

@@ -97,19 +97,25 @@ struct kv_manifest_entry {
 /*
  * A known key: where a program finds a KV_KEY() value without reading the
  * metadata.  KV_KEY() gives each key a read-only global of this type; id and
- * size are set at compile time, field and off by user space before the
- * object is loaded (uptrkv.known_keys).  The kernel freezes .rodata, so the
- * verifier sees field and off as constants.  Until resolved, off is
- * KV_KNOWN_UNRESOLVED, past the end of a page: the verifier rejects any
- * access through an unresolved key instead of letting it read a wrong value.
+ * size are set at compile time, loc by user space before the object is
+ * loaded (uptrkv.known_keys).  The kernel freezes .rodata, so the verifier
+ * sees loc as a constant.
+ *
+ *   loc  a value on page 0:      its offset in the page (below KV_PAGE_SIZE)
+ *        a value on another page: offsetof(struct kv_store_value, pageN) << 16 | offset
+ *
+ * Page 0 gets the short form so that a program's accesses to it share one
+ * load of the page pointer and add a constant to it, nothing else.  Until
+ * resolved, loc is KV_KNOWN_UNRESOLVED: the metadata page at offset 65535,
+ * past its end, so the verifier rejects any access through an unresolved
+ * key instead of letting it read a wrong value.
  */
 #define KV_KNOWN_UNRESOLVED 0xffff
 
 struct kv_known_key {
 	__u32 id;
 	__u32 size;
-	__u16 field;	/* offset in struct kv_store_value of the uptr of the value's page */
-	__u16 off;	/* offset of the value in that page */
+	__u32 loc;
 };
 
 static inline __u32 kv_meta_off(__u32 e)

@@ -109,8 +109,7 @@ enum kv_layout kv_anchor_layout;
 		       "value size out of range");				\
 	typedef __typeof__(_type) kv_key_type_##_name;				\
 	static const volatile struct kv_known_key kv_known_##_name		\
-	__attribute__((unused)) = { (_id), sizeof(_type),			\
-		__builtin_offsetof(struct kv_store_value, page0), KV_KNOWN_UNRESOLVED };	\
+	__attribute__((unused)) = { (_id), sizeof(_type), KV_KNOWN_UNRESOLVED };	\
 	static const struct kv_manifest_entry __kv_manifest_##_name		\
 	__attribute__((section(KV_MANIFEST_SECTION), used)) =			\
 		{ (_id), sizeof(_type), #_name, #_type }
@@ -413,6 +412,8 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 /*
  * Known keys: a KV_KEY() value at the cost of a struct field plus one load.
  *
+ *	if (!kv || !kv_known_ready(kv))		// once per run
+ *		return 0;
  *	__u64 *calls = KV_KNOWN(kv, calls);	// typed pointer, NULL if its page is missing
  *	if (calls)
  *		(*calls)++;
@@ -434,13 +435,35 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 static __always_inline void *kv_known_ptr(struct kv_store_value *v,
 					  const volatile struct kv_known_key *k)
 {
-	__u64 field = k->field, off = k->off;
+	__u64 loc = k->loc;
 	struct kv_data_page *page;
 
-	page = *(struct kv_data_page **)((void *)v + field);
+	/*
+	 * The verifier knows loc and removes the branch not taken.  The page 0
+	 * load is the same in every call, so clang does it once per program
+	 * run.  The other load reads an integer (the verifier types the load by
+	 * the field, a uptr either way) so that clang cannot merge the two into
+	 * one load from a computed address.
+	 */
+	page = v->page0;
+	if (unlikely(loc >= KV_PAGE_SIZE)) {
+		page = (struct kv_data_page *)*(unsigned long *)((void *)v + (loc >> 16));
+		loc &= 0xffff;
+	}
 	if (unlikely(!page))
 		return 0;
-	return (void *)page + off;
+	return (void *)page + loc;
+}
+
+/*
+ * True when the store's page 0 is registered (a store user space created
+ * always has it).  Checked once per run before KV_KNOWN(), it lets clang and
+ * the verifier drop the NULL checks of the known keys on page 0: each then
+ * costs the load of its offset and the access itself.
+ */
+static __always_inline int kv_known_ready(struct kv_store_value *v)
+{
+	return v->page0 != 0;
 }
 
 #define KV_KNOWN(kv, name)							\

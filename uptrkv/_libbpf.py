@@ -76,6 +76,20 @@ class bpf_test_run_opts(Structure):
     ]
 
 
+class bpf_prog_info(Structure):
+    """The start of the kernel's struct bpf_prog_info (the kernel fills what fits)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", c_uint32),
+        ("xlated_prog_len", c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+    ]
+
+
 class btf_type(Structure):
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
 
@@ -135,6 +149,7 @@ SIGNATURES = {
     "bpf_link__unpin": (c_int, [c_void_p], _INT),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)], _INT),
     "bpf_obj_get": (c_int, [c_char_p], _INT),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p], _INT),

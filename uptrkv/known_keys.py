@@ -4,8 +4,8 @@
 ``kv_known_<name>`` (``struct kv_known_key``) that clang keeps only when the
 program uses ``KV_KNOWN(kv, name)``.  Before the object is loaded,
 :func:`resolve` writes where the store holds each such key (the offset of its
-page's uptr in ``struct kv_store_value`` and the offset in that page) into
-the object's ``.rodata``.  The kernel freezes ``.rodata`` at load and the
+page's uptr in ``struct kv_store_value`` and the offset in that page, see
+``struct kv_known_key`` in kv_layout.h) into the object's ``.rodata``.  The kernel freezes ``.rodata`` at load and the
 verifier folds both numbers, so an access costs the load of the page pointer
 plus the access itself, like a struct field.
 
@@ -43,10 +43,17 @@ def _record(obj: BpfObject):
     rec = obj.btf.struct(STRUCT)
     if rec is None:
         raise LayoutError(f"{obj.path} has no struct {STRUCT} in its BTF; rebuild it with this kv_store.h")
-    for field in ("id", "size", "field", "off"):
+    for field in ("id", "size", "loc"):
         if field not in rec.members:
             raise LayoutError(f"{obj.path}: struct {STRUCT} lacks {field!r}")
     return rec
+
+
+def location(slot: Slot, layout: Layout) -> int:
+    """struct kv_known_key.loc of a value: its offset on page 0, else page field << 16 | offset."""
+    if slot.page == 0:
+        return slot.offset
+    return layout.page_fields[slot.page] << 16 | slot.offset
 
 
 def declared(obj: BpfObject) -> list[KnownKey]:
@@ -98,11 +105,8 @@ def resolve(obj: BpfObject, store: KVStore, slots: dict[int, Slot] | None = None
                               f"the store holds {slot.size}: resize it or fix the KV_KEY() type")
         places[k.name] = slot
     for k in keys:
-        slot = places[k.name]
-        var = PREFIX + k.name
-        obj.globals.write(var, layout.page_fields[slot.page].to_bytes(m["field"].size, "little"),
-                          m["field"].offset)
-        obj.globals.write(var, slot.offset.to_bytes(m["off"].size, "little"), m["off"].offset)
+        obj.globals.write(PREFIX + k.name, location(places[k.name], layout).to_bytes(m["loc"].size, "little"),
+                          m["loc"].offset)
     store.hold({k.id: places[k.name] for k in keys}, obj)
     obj.on_close(lambda: store.release(obj))
     return places

@@ -115,6 +115,17 @@ class BpfProgram:
         self._obj._check(loaded=True)
         return BpfLink(lib.bpf_program__attach(self._ptr), self.name)
 
+    def xlated(self) -> bytes:
+        """The program as the verifier left it (8-byte instructions, subprograms after main)."""
+        info = _libbpf.bpf_prog_info()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        buf = ctypes.create_string_buffer(info.xlated_prog_len)
+        info = _libbpf.bpf_prog_info(xlated_prog_len=len(buf),
+                                     xlated_prog_insns=ctypes.addressof(buf))
+        lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        return buf.raw[:info.xlated_prog_len]
+
     def test_run(self, ctx: bytes | None = None) -> int:
         """Run once with BPF_PROG_TEST_RUN in the calling task; return its return value."""
         opts = _libbpf.bpf_test_run_opts(sz=ctypes.sizeof(_libbpf.bpf_test_run_opts))
