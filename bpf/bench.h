@@ -97,6 +97,13 @@ int name(void *ctx)								\
 	return 0;								\
 }
 
+/*
+ * A pointer the compiler must treat as new in every run: as in a program,
+ * where it comes from that run's lookup, so clang cannot hoist addresses
+ * derived from it out of the loop (and spill them to the stack).
+ */
+#define bench_fresh(p)	asm volatile("" : "+r"(p))
+
 /* Keep a value alive without using it. */
 #define bench_use(x)	asm volatile("" : : "r"(x))
 

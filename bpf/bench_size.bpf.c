@@ -51,13 +51,15 @@ const volatile __u32 key_base = 100;	/* the key of size index n is key_base + n 
 #define INNER(S)	((S) >= 256 ? 1 : BENCH_INNER)
 
 #define SIZE_CASE(N, S)								\
-BENCH_N(kv_get_##S, INNER(S), struct kv_store_value *kv = c->kv;, {			\
+BENCH_N(kv_get_##S, INNER(S), struct kv_store_value *kv = c->kv;, {	\
+	bench_fresh(kv);			\
 	if (kv_store_get(kv, key_base + N, buf, S) == S)			\
 		s++;								\
 	else									\
 		err++;								\
 })										\
-BENCH_N(kv_put_##S, INNER(S), struct kv_store_value *kv = c->kv;, {			\
+BENCH_N(kv_put_##S, INNER(S), struct kv_store_value *kv = c->kv;, {	\
+	bench_fresh(kv);			\
 	buf[0] = i;								\
 	if (kv_store_put(kv, key_base + N, buf, S))				\
 		err++;								\

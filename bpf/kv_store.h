@@ -178,14 +178,18 @@ static __always_inline __u32 kv_store_entry(struct kv_store_value *v, __u32 key,
 }
 
 /*
- * Gets of 1, 2, 4 and 8 bytes: direct loads, and no branch on the page.
+ * Gets of 1, 2, 4 and 8 bytes: direct loads, and (up to 4 pages) no branch
+ * on the page.
  *
  * With random keys on several pages a branch on the page index mispredicts
  * about once per get (~7 ns, more than the get itself).  Instead, load the
- * value's offset from every registered page and keep the one the entry
+ * value's offset from each of the store's pages and keep the one the entry
  * names with masks (arithmetic, not branches).  The tests of which pages
- * are registered do branch, but they give the same answer on every get of
- * a store, so they predict well; a store on one page pays nothing extra.
+ * are registered do branch, but they give the same answer on every get of a
+ * store, so they predict well; a store on one page pays nothing extra.
+ * Beyond 4 pages the page is picked by a branch again: the same offset of 8
+ * pages falls in one set of an 8-way L1 cache, and loading all of them
+ * evicted more than a mispredict costs (bench_get).
  */
 
 /* All ones if bit `bit` of idx is set, else 0; opaque so clang keeps it arithmetic. */
@@ -204,47 +208,48 @@ static __always_inline __u64 kv_bit_mask(__u64 idx, int bit)
 #define KV_LOAD_IF(T, p, off, bit)						\
 	({ __u64 __x = 0; if (p) { __x = KV_LOAD(T, p, off); ok |= 1 << (bit); } __x; })
 
-/* *(T *)buf = the T at off of page idx; 0, or -EFAULT if that page is missing. */
+/* *(T *)buf = the T at off of page idx; sizeof(T), or -EFAULT if that page is missing. */
 #define KV_GET_SCALAR(T)							\
 static __always_inline long kv_get_##T(struct kv_store_value *v, __u64 idx,	\
 				       __u64 off, void *buf)			\
 {										\
-	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p;		\
-	__u64 x, ok = 0;							\
+	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p2, *p3;		\
+	__u64 x, ok = 0, x2, x3;						\
 										\
 	kv_opaque(off);								\
 	if (unlikely(off > KV_PAGE_SIZE - sizeof(T)))				\
 		return -EFAULT;							\
-	if (likely(!p1)) {							\
+	if (likely(!p1)) {				/* 1 page */		\
 		if (unlikely(idx || !p0))					\
 			return -EFAULT;						\
 		x = KV_LOAD(T, p0, off);					\
-	} else if (likely(!v->page2)) {						\
-		if (unlikely(idx > 1 || !p0))					\
+	} else if (likely(!v->page4)) {			/* 2 to 4 pages */	\
+		p2 = v->page2;							\
+		p3 = v->page3;							\
+		if (unlikely(idx > 3 || !p0))					\
 			return -EFAULT;						\
 		x = kv_select(KV_LOAD(T, p0, off), KV_LOAD(T, p1, off),	\
 			      kv_bit_mask(idx, 0));				\
-	} else {								\
-		__u64 x0, x1, x2, x3, x4, x5, x6, x7, m0, m1;			\
-										\
-		p = v->page0; x0 = KV_LOAD_IF(T, p, off, 0);			\
-		p = v->page1; x1 = KV_LOAD_IF(T, p, off, 1);			\
-		p = v->page2; x2 = KV_LOAD_IF(T, p, off, 2);			\
-		p = v->page3; x3 = KV_LOAD_IF(T, p, off, 3);			\
-		p = v->page4; x4 = KV_LOAD_IF(T, p, off, 4);			\
-		p = v->page5; x5 = KV_LOAD_IF(T, p, off, 5);			\
-		p = v->page6; x6 = KV_LOAD_IF(T, p, off, 6);			\
-		p = v->page7; x7 = KV_LOAD_IF(T, p, off, 7);			\
-		if (unlikely(!((ok >> (idx & 7)) & 1)))				\
+		if (p2) {							\
+			ok = 3;			/* pages 0 and 1 are there */	\
+			x2 = KV_LOAD_IF(T, p2, off, 2);				\
+			x3 = KV_LOAD_IF(T, p3, off, 3);				\
+			if (unlikely(!((ok >> idx) & 1)))			\
+				return -EFAULT;					\
+			x = kv_select(x, kv_select(x2, x3, kv_bit_mask(idx, 0)),	\
+				      kv_bit_mask(idx, 1));			\
+		} else if (unlikely(idx > 1)) {					\
 			return -EFAULT;						\
-		m0 = kv_bit_mask(idx, 0);					\
-		m1 = kv_bit_mask(idx, 1);					\
-		x = kv_select(kv_select(kv_select(x0, x1, m0), kv_select(x2, x3, m0), m1),	\
-			      kv_select(kv_select(x4, x5, m0), kv_select(x6, x7, m0), m1),	\
-			      kv_bit_mask(idx, 2));				\
+		}								\
+	} else {					/* 5 to 8: a branch */	\
+		struct kv_data_page *p = kv_store_page(v, idx);			\
+										\
+		if (unlikely(!p))						\
+			return -EFAULT;						\
+		x = KV_LOAD(T, p, off);						\
 	}									\
 	*(T *)buf = (T)x;							\
-	return 0;								\
+	return sizeof(T);							\
 }
 
 KV_GET_SCALAR(__u8)
@@ -252,21 +257,16 @@ KV_GET_SCALAR(__u16)
 KV_GET_SCALAR(__u32)
 KV_GET_SCALAR(__u64)
 
-/* Get a value of 1, 2, 4 or 8 bytes (size); the caller checked buf_size. */
-static __always_inline long kv_get_scalar(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
+/* Get a value of 1, 2 or 4 bytes (size); the caller checked buf_size. */
+static __always_inline long kv_get_small(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
 {
 	__u64 idx = kv_meta_page(e), off = kv_meta_off(e);
-	long err;
 
-	if (likely(size == 8))
-		err = kv_get___u64(v, idx, off, buf);
-	else if (size == 4)
-		err = kv_get___u32(v, idx, off, buf);
-	else if (size == 2)
-		err = kv_get___u16(v, idx, off, buf);
-	else
-		err = kv_get___u8(v, idx, off, buf);
-	return err ? err : size;
+	if (size == 4)
+		return kv_get___u32(v, idx, off, buf);
+	if (size == 2)
+		return kv_get___u16(v, idx, off, buf);
+	return kv_get___u8(v, idx, off, buf);
 }
 
 #ifdef KV_STORE_DYNPTR
@@ -345,10 +345,15 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	if (unlikely(!e))
 		return err;
 	size = kv_meta_size(e);
-	if (likely(size <= 8 && !(size & (size - 1)))) {	/* 1, 2, 4, 8 */
+	if (likely(size == 8)) {
+		if (unlikely(buf_size < 8))
+			return -E2BIG;
+		return kv_get___u64(v, kv_meta_page(e), kv_meta_off(e), buf);
+	}
+	if (size <= 4 && !(size & (size - 1))) {		/* 1, 2, 4 */
 		if (unlikely(size > buf_size))
 			return -E2BIG;
-		return kv_get_scalar(v, e, size, buf);
+		return kv_get_small(v, e, size, buf);
 	}
 	off = kv_meta_off(e);
 	page = kv_store_page(v, kv_meta_page(e));

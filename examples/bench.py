@@ -180,11 +180,12 @@ def get_section(host: BpfObject, path: str, rounds: int, iters: int, rng, pid: i
         host.map("bench_array").update(key, value)
     cases = [("1 page", 256, {k: struct.pack("<Q", k * 3) for k in range(256)}),
              ("2 pages", 1024, {k: struct.pack("<Q", k * 3) for k in range(1024)})]
-    eight = {}
-    for k in range(512):                              # 8 B keys 0..511 between 56 B fillers: 8 pages
-        eight[k] = struct.pack("<Q", k * 3)
-        eight[512 + k] = bytes(56)
-    cases.append(("8 pages", 512, eight))
+    for pages, filler in ((4, 24), (8, 56)):          # 512 8 B keys between fillers: 4 or 8 pages
+        items = {}
+        for k in range(512):
+            items[k] = struct.pack("<Q", k * 3)
+            items[512 + k] = bytes(filler)
+        cases.append((f"{pages} pages", 512, items))
     names = ["get_base", "get_hash", "get_array", "get_kv", "get_kv_switch", "get_kv_lookup"]
     check_inlined(host, names)
     sections = []
@@ -400,7 +401,7 @@ def summary_lines(sections: list[Section]) -> list[str]:
     k = run["store, known keys (KV_KNOWN)"]
     out.append(f"known keys per run: {k['ratio']:.2f}x the struct (target <= 1.5x), "
                f"range {k['ratio_min']:.2f}-{k['ratio_max']:.2f}")
-    for key in ("get_1", "get_2", "get_8"):
+    for key in ("get_1", "get_2", "get_4", "get_8"):
         if key in s:
             r = s[key].rows["kv_store_get (page picked with masks)"]
             b = s[key].rows["kv_store_get before (page picked by a branch)"]
