@@ -14,7 +14,7 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench bench-vm rollout-demo rollout-timing test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -22,7 +22,9 @@ bpf: $(BPF_OBJS)
 help:
 	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
 	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
-	@echo "make bench      hot-path benchmark: store vs hash/array map, random keys"
+	@echo "make bench      the store vs a struct, hash and array maps, Python vs a map syscall;"
+	@echo "                table, $(BUILD)/bench.json, bench.md, bench.png (BENCH_ARGS=--readme rewrites README)"
+	@echo "make bench-vm   the same in the patched-kernel VM, with dynptr vs stock copy paths"
 	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
@@ -44,7 +46,13 @@ rollout-demo: bpf bpffs
 	$(PYTHON) examples/rollout_demo.py
 
 bench: bpf bpffs
-	$(PYTHON) examples/bench_hot_path.py
+	$(PYTHON) examples/bench.py $(BENCH_ARGS)
+
+# In the guest the checkout is read-only: results go to $(BUILD)/vm-out.
+bench-vm: bpf
+	vm/vmrun.sh --out $(BUILD)/vm-out $(PYTHON) examples/bench.py \
+		--only run,get,size,copy_paths,python,setup --json $(BUILD)/vm-out/bench-vm.json \
+		--markdown $(BUILD)/vm-out/bench-vm.md --plot $(BUILD)/vm-out/bench-vm.png $(BENCH_ARGS)
 
 rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py

@@ -204,69 +204,67 @@ static __always_inline __u64 kv_bit_mask(__u64 idx, int bit)
 /* a where mask is 0, b where it is all ones. */
 #define kv_select(a, b, m)	((a) ^ (((a) ^ (b)) & (m)))
 
-#define KV_LOAD(T, p, off)	((__u64)*(volatile T *)((void *)(p) + (off)))
-#define KV_LOAD_IF(T, p, off, bit)						\
-	({ __u64 __x = 0; if (p) { __x = KV_LOAD(T, p, off); ok |= 1 << (bit); } __x; })
+#define KV_LOAD(p, word)	(*(volatile __u64 *)((void *)(p) + (word)))
 
-/* *(T *)buf = the T at off of page idx; sizeof(T), or -EFAULT if that page is missing. */
-#define KV_GET_SCALAR(T)							\
-static __always_inline long kv_get_##T(struct kv_store_value *v, __u64 idx,	\
-				       __u64 off, void *buf)			\
-{										\
-	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p2, *p3;		\
-	__u64 x, ok = 0, x2, x3;						\
-										\
-	kv_opaque(off);								\
-	if (unlikely(off > KV_PAGE_SIZE - sizeof(T)))				\
-		return -EFAULT;							\
-	if (likely(!p1)) {				/* 1 page */		\
-		if (unlikely(idx || !p0))					\
-			return -EFAULT;						\
-		x = KV_LOAD(T, p0, off);					\
-	} else if (likely(!v->page4)) {			/* 2 to 4 pages */	\
-		p2 = v->page2;							\
-		p3 = v->page3;							\
-		if (unlikely(idx > 3 || !p0))					\
-			return -EFAULT;						\
-		x = kv_select(KV_LOAD(T, p0, off), KV_LOAD(T, p1, off),	\
-			      kv_bit_mask(idx, 0));				\
-		if (p2) {							\
-			ok = 3;			/* pages 0 and 1 are there */	\
-			x2 = KV_LOAD_IF(T, p2, off, 2);				\
-			x3 = KV_LOAD_IF(T, p3, off, 3);				\
-			if (unlikely(!((ok >> idx) & 1)))			\
-				return -EFAULT;					\
-			x = kv_select(x, kv_select(x2, x3, kv_bit_mask(idx, 0)),	\
-				      kv_bit_mask(idx, 1));			\
-		} else if (unlikely(idx > 1)) {					\
-			return -EFAULT;						\
-		}								\
-	} else {					/* 5 to 8: a branch */	\
-		struct kv_data_page *p = kv_store_page(v, idx);			\
-										\
-		if (unlikely(!p))						\
-			return -EFAULT;						\
-		x = KV_LOAD(T, p, off);						\
-	}									\
-	*(T *)buf = (T)x;							\
-	return sizeof(T);							\
+/*
+ * The aligned 8-byte word of page idx at `word`; 0, or -EFAULT if that page
+ * is missing.  A value of 1, 2, 4 or 8 bytes is aligned to its size, so it
+ * lies within one such word: every scalar size shares this one load path.
+ */
+static __always_inline long kv_load_word(struct kv_store_value *v, __u64 idx, __u64 word,
+					 __u64 *out)
+{
+	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p2, *p3;
+	__u64 x, x2, x3;
+
+	kv_opaque(word);
+	if (unlikely(word > KV_PAGE_SIZE - 8))
+		return -EFAULT;
+	if (likely(!p1)) {					/* 1 page */
+		if (unlikely(idx || !p0))
+			return -EFAULT;
+		x = KV_LOAD(p0, word);
+	} else if (likely(!v->page4)) {				/* 2 to 4 pages */
+		p2 = v->page2;
+		p3 = v->page3;
+		if (unlikely(!p0 || idx > (p3 ? 3 : p2 ? 2 : 1)))
+			return -EFAULT;
+		x = kv_select(KV_LOAD(p0, word), KV_LOAD(p1, word), kv_bit_mask(idx, 0));
+		if (p2) {
+			x2 = KV_LOAD(p2, word);
+			x3 = p3 ? KV_LOAD(p3, word) : x2;
+			x = kv_select(x, kv_select(x2, x3, kv_bit_mask(idx, 0)), kv_bit_mask(idx, 1));
+		}
+	} else {						/* 5 to 8: a branch */
+		struct kv_data_page *p = kv_store_page(v, idx);
+
+		if (unlikely(!p))
+			return -EFAULT;
+		x = KV_LOAD(p, word);
+	}
+	*out = x;
+	return 0;
 }
 
-KV_GET_SCALAR(__u8)
-KV_GET_SCALAR(__u16)
-KV_GET_SCALAR(__u32)
-KV_GET_SCALAR(__u64)
-
-/* Get a value of 1, 2 or 4 bytes (size); the caller checked buf_size. */
-static __always_inline long kv_get_small(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
+/* Get a value of 1, 2, 4 or 8 bytes (size); the caller checked buf_size. */
+static __always_inline long kv_get_scalar(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
 {
-	__u64 idx = kv_meta_page(e), off = kv_meta_off(e);
+	__u64 off = kv_meta_off(e), x;
+	long err;
 
-	if (size == 4)
-		return kv_get___u32(v, idx, off, buf);
-	if (size == 2)
-		return kv_get___u16(v, idx, off, buf);
-	return kv_get___u8(v, idx, off, buf);
+	err = kv_load_word(v, kv_meta_page(e), off & ~7ULL, &x);
+	if (unlikely(err))
+		return err;
+	x >>= (off & 7) * 8;			/* little endian */
+	if (likely(size == 8))
+		*(__u64 *)buf = x;
+	else if (size == 4)
+		*(__u32 *)buf = x;
+	else if (size == 2)
+		*(__u16 *)buf = x;
+	else
+		*(__u8 *)buf = x;
+	return size;
 }
 
 #ifdef KV_STORE_DYNPTR
@@ -345,15 +343,10 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	if (unlikely(!e))
 		return err;
 	size = kv_meta_size(e);
-	if (likely(size == 8)) {
-		if (unlikely(buf_size < 8))
-			return -E2BIG;
-		return kv_get___u64(v, kv_meta_page(e), kv_meta_off(e), buf);
-	}
-	if (size <= 4 && !(size & (size - 1))) {		/* 1, 2, 4 */
+	if (likely(size <= 8 && !(size & (size - 1)))) {	/* 1, 2, 4, 8 */
 		if (unlikely(size > buf_size))
 			return -E2BIG;
-		return kv_get_small(v, e, size, buf);
+		return kv_get_scalar(v, e, size, buf);
 	}
 	off = kv_meta_off(e);
 	page = kv_store_page(v, kv_meta_page(e));

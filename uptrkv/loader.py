@@ -208,17 +208,11 @@ class BpfMap:
         if fast is not None and self._obj._ptr:
             return fast
         self._obj._check()
+        self._vbuf = None
         fast = (self.fd, self.key_size, self.value_size)
         if self._obj.loaded:
             self._fast = fast
         return fast
-
-    def _value_buffer(self, size: int):
-        """This map's value buffer, or a fresh one while another thread uses it."""
-        buf, self._vbuf = self._vbuf, None
-        if buf is None or len(buf) != size:
-            buf = ctypes.create_string_buffer(size)
-        return buf
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         fd, ksize, vsize = self._hot()
@@ -230,10 +224,15 @@ class BpfMap:
                                       else ctypes.c_uint64(flags)), "bpf_map_update_elem")
 
     def lookup(self, key: bytes) -> bytes | None:
-        fd, ksize, vsize = self._hot()
+        fast = self._fast
+        if fast is None or not self._obj._ptr:
+            fast = self._hot()
+        fd, ksize, vsize = fast
         if len(key) != ksize:
             raise ValueError(f"map {self.name} takes {ksize}-byte keys, got {len(key)}")
-        buf = self._value_buffer(vsize)
+        buf, self._vbuf = self._vbuf, None          # another thread may hold it: then a new one
+        if buf is None:
+            buf = ctypes.create_string_buffer(vsize)
         rc = hot.bpf_map_lookup_elem(fd, key if key.__class__ is bytes else bytes(key), buf)
         if rc < 0:
             self._vbuf = buf

@@ -315,7 +315,13 @@ class KVStore:
         if hit is None:
             self._remember(key, self._require(key))
             hit = self._fast[key]
-        size, src = hit[3], hit[4].view[hit[2]]
+        size = hit[3]
+        if buffer.__class__ is bytearray and size <= 64:   # small: a bytes copy is cheaper than views
+            if len(buffer) < size:
+                raise InvalidValueError(f"key {key} holds {size} bytes, the buffer has {len(buffer)}")
+            buffer[:size] = hit[1][hit[2]]
+            return size
+        src = hit[4].view[hit[2]]
         try:
             dst = memoryview(buffer)
         except TypeError:
