@@ -284,21 +284,21 @@ static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *b
 	return bpf_dynptr_write(&dp, off, (void *)buf, size, 0);
 }
 #else
-static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
-{
-	kv_opaque(off);
-	if (unlikely(off > KV_PAGE_SIZE - 1))
-		return -EFAULT;
-	return bpf_probe_read_kernel(buf, size, page + off);
-}
-
 /*
- * Copy chunk C (a power of two) if bit C is set in size.  The bytes before
- * it are exactly the higher bits of size, so both offsets follow from size
- * alone; the checks never fail for a valid entry but give the verifier the
- * constant bounds it needs (umax(offset) + C within the page and buffer).
+ * Copy chunk C (a power of two) of a value between page+off and buf if bit
+ * C is set in size.  The bytes before it are exactly the higher bits of
+ * size, so both offsets follow from size alone; the checks never fail for a
+ * valid entry but give the verifier the constant bounds it needs
+ * (umax(offset) + C within the page and buffer).  Chunks up to 64 bytes are
+ * direct 8-byte (or smaller) accesses; larger ones take one helper call.
+ * DIR is KV_TO_PAGE or KV_FROM_PAGE.
  */
-#define KV_PUT_CHUNK(C)								\
+#define KV_TO_PAGE(p, q)	(p)
+#define KV_FROM_PAGE(p, q)	(q)
+#define KV_MOVE(DIR, T, pd, bb)							\
+	*(T *)DIR((void *)(page + (pd)), (void *)(buf + (bb))) =		\
+		*(const T *)DIR((void *)(buf + (bb)), (void *)(page + (pd)))
+#define KV_CHUNK(DIR, C)							\
 	if (size & (C)) {							\
 		__u64 b = size & ~(__u64)(2 * (C) - 1);				\
 		__u64 d = off + b;						\
@@ -307,17 +307,38 @@ static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, 
 		if (unlikely(d > KV_PAGE_SIZE - (C) ||				\
 			     b > KV_MAX_VALUE_SIZE - (C)))			\
 			return -EFAULT;						\
-		if ((C) == 8)							\
-			*(__u64 *)(page + d) = *(const __u64 *)(buf + b);	\
-		else if ((C) == 4)						\
-			*(__u32 *)(page + d) = *(const __u32 *)(buf + b);	\
-		else if ((C) == 2)						\
-			*(__u16 *)(page + d) = *(const __u16 *)(buf + b);	\
-		else if ((C) == 1)						\
-			*(__u8 *)(page + d) = *(const __u8 *)(buf + b);		\
-		else if (bpf_probe_read_kernel(page + d, (C), buf + b))		\
+		if ((C) >= 8 && (C) <= 64) {					\
+			for (int w = 0; w < (C) / 8; w++)			\
+				KV_MOVE(DIR, __u64, d + 8 * w, b + 8 * w);	\
+		} else if ((C) == 4) {						\
+			KV_MOVE(DIR, __u32, d, b);				\
+		} else if ((C) == 2) {						\
+			KV_MOVE(DIR, __u16, d, b);				\
+		} else if ((C) == 1) {						\
+			KV_MOVE(DIR, __u8, d, b);				\
+		} else if (bpf_probe_read_kernel(DIR(page + d, buf + b), (C),	\
+						 DIR(buf + b, page + d))) {	\
 			return -EFAULT;						\
+		}							\
 	}
+
+/* Values below 128 bytes: direct loads; larger: one bpf_probe_read_kernel(). */
+static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
+{
+	if (size < 128) {
+		KV_CHUNK(KV_FROM_PAGE, 64) KV_CHUNK(KV_FROM_PAGE, 32)
+		KV_CHUNK(KV_FROM_PAGE, 16) KV_CHUNK(KV_FROM_PAGE, 8)
+		KV_CHUNK(KV_FROM_PAGE, 4) KV_CHUNK(KV_FROM_PAGE, 2)
+		KV_CHUNK(KV_FROM_PAGE, 1)
+		return 0;
+	}
+	kv_opaque(off);
+	if (unlikely(off > KV_PAGE_SIZE - 1))
+		return -EFAULT;
+	return bpf_probe_read_kernel(buf, size, page + off);
+}
+
+#define KV_PUT_CHUNK(C)	KV_CHUNK(KV_TO_PAGE, C)
 
 static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
 {
@@ -328,6 +349,8 @@ static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *b
 	return 0;
 }
 #undef KV_PUT_CHUNK
+#undef KV_CHUNK
+#undef KV_MOVE
 #endif /* KV_STORE_DYNPTR */
 
 /* Copy key's value into buf (buf_size bytes); returns the value size. */
