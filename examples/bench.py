@@ -322,7 +322,7 @@ def python_section(host: BpfObject, rounds: int, n: int, rng) -> Section:
             "store.get_u64": loop("store.get_u64(5)"),
             "store.put_u64": loop("store.put_u64(5, 7)"),
             "store.get_into (8 B)": loop("store.get_into(5, buf)"),
-            "store: checked path (the old get)": loop("store._get_checked(5)"),
+            "store: checked path (first get of a key)": loop("store._get_checked(5)"),
             "map lookup through the binding (BpfMap.lookup)": loop("arr.lookup(akey)"),
             "bare ctypes bpf_map_lookup_elem": loop("bare_lookup(fd, kbuf, vbuf)"),
         }
