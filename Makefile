@@ -48,14 +48,13 @@ rollout-demo: bpf bpffs
 bench: bpf bpffs
 	$(PYTHON) examples/bench.py $(BENCH_ARGS)
 
-# In the guest the checkout is read-only: results go to $(BUILD)/vm-out.
+# In the guest the checkout is read-only: the bench writes to $UPTRKV_VM_OUT,
+# which vm/vmrun.sh copies to $(BUILD)/vm-out (bench-vm.json, .md, .png).
 # TCG emulates the CPU: fewer runs per program run and Python calls per timing.
 BENCH_VM_ARGS ?= --iters 16384 --calls 1000
 bench-vm: bpf
-	vm/vmrun.sh --out $(BUILD)/vm-out $(PYTHON) examples/bench.py \
-		--only run,get,size,copy_paths,python,setup --json $(BUILD)/vm-out/bench-vm.json \
-		--markdown $(BUILD)/vm-out/bench-vm.md --plot $(BUILD)/vm-out/bench-vm.png \
-		$(BENCH_VM_ARGS) $(BENCH_ARGS)
+	vm/vmrun.sh --out $(BUILD)/vm-out $(PYTHON) examples/bench.py --name bench-vm \
+		--only run,get,size,copy_paths,python,setup $(BENCH_VM_ARGS) $(BENCH_ARGS)
 
 rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py

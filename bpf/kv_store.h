@@ -267,23 +267,6 @@ static __always_inline long kv_get_scalar(struct kv_store_value *v, __u32 e, __u
 	return size;
 }
 
-#ifdef KV_STORE_DYNPTR
-static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
-{
-	struct bpf_dynptr dp;
-
-	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
-	return bpf_dynptr_read(buf, size, &dp, off, 0);
-}
-
-static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
-{
-	struct bpf_dynptr dp;
-
-	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
-	return bpf_dynptr_write(&dp, off, (void *)buf, size, 0);
-}
-#else
 /*
  * Copy chunk C (a power of two) of a value between page+off and buf if bit
  * C is set in size.  The bytes before it are exactly the higher bits of
@@ -319,17 +302,44 @@ static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *b
 		} else if (bpf_probe_read_kernel(DIR(page + d, buf + b), (C),	\
 						 DIR(buf + b, page + d))) {	\
 			return -EFAULT;						\
-		}							\
+		}								\
 	}
 
-/* Values below 128 bytes: direct loads; larger: one bpf_probe_read_kernel(). */
+/* Values below 128 bytes, on both copy paths: direct accesses, no helper. */
+#define KV_SMALL_CHUNKS(DIR)							\
+	KV_CHUNK(DIR, 64) KV_CHUNK(DIR, 32) KV_CHUNK(DIR, 16) KV_CHUNK(DIR, 8)	\
+	KV_CHUNK(DIR, 4) KV_CHUNK(DIR, 2) KV_CHUNK(DIR, 1)
+
+#ifdef KV_STORE_DYNPTR
+static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
+{
+	struct bpf_dynptr dp;
+
+	if (size < 128) {
+		KV_SMALL_CHUNKS(KV_FROM_PAGE)
+		return 0;
+	}
+	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
+	return bpf_dynptr_read(buf, size, &dp, off, 0);
+}
+
+static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
+{
+	struct bpf_dynptr dp;
+
+	if (size < 128) {
+		KV_SMALL_CHUNKS(KV_TO_PAGE)
+		return 0;
+	}
+	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
+	return bpf_dynptr_write(&dp, off, (void *)buf, size, 0);
+}
+#else
+/* Larger values: one bpf_probe_read_kernel(). */
 static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
 {
 	if (size < 128) {
-		KV_CHUNK(KV_FROM_PAGE, 64) KV_CHUNK(KV_FROM_PAGE, 32)
-		KV_CHUNK(KV_FROM_PAGE, 16) KV_CHUNK(KV_FROM_PAGE, 8)
-		KV_CHUNK(KV_FROM_PAGE, 4) KV_CHUNK(KV_FROM_PAGE, 2)
-		KV_CHUNK(KV_FROM_PAGE, 1)
+		KV_SMALL_CHUNKS(KV_FROM_PAGE)
 		return 0;
 	}
 	kv_opaque(off);
@@ -338,20 +348,18 @@ static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, 
 	return bpf_probe_read_kernel(buf, size, page + off);
 }
 
-#define KV_PUT_CHUNK(C)	KV_CHUNK(KV_TO_PAGE, C)
-
+/* Larger values: power-of-two chunks of 128 bytes and more by bpf_probe_read_kernel(). */
 static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
 {
-	KV_PUT_CHUNK(4096) KV_PUT_CHUNK(2048) KV_PUT_CHUNK(1024)
-	KV_PUT_CHUNK(512) KV_PUT_CHUNK(256) KV_PUT_CHUNK(128)
-	KV_PUT_CHUNK(64) KV_PUT_CHUNK(32) KV_PUT_CHUNK(16)
-	KV_PUT_CHUNK(8) KV_PUT_CHUNK(4) KV_PUT_CHUNK(2) KV_PUT_CHUNK(1)
+	KV_CHUNK(KV_TO_PAGE, 4096) KV_CHUNK(KV_TO_PAGE, 2048) KV_CHUNK(KV_TO_PAGE, 1024)
+	KV_CHUNK(KV_TO_PAGE, 512) KV_CHUNK(KV_TO_PAGE, 256) KV_CHUNK(KV_TO_PAGE, 128)
+	KV_SMALL_CHUNKS(KV_TO_PAGE)
 	return 0;
 }
-#undef KV_PUT_CHUNK
+#endif /* KV_STORE_DYNPTR */
+#undef KV_SMALL_CHUNKS
 #undef KV_CHUNK
 #undef KV_MOVE
-#endif /* KV_STORE_DYNPTR */
 
 /* Copy key's value into buf (buf_size bytes); returns the value size. */
 static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,

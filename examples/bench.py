@@ -527,14 +527,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="few rounds and iterations: checks that it runs")
     ap.add_argument("--only", default="run,get,size,python,setup",
                     help="comma-separated sections (add copy_paths on a kernel with the verifier patch)")
-    ap.add_argument("--json", default=str(TOP / "build" / "bench.json"))
-    ap.add_argument("--markdown", default=str(TOP / "build" / "bench.md"))
-    ap.add_argument("--plot", default=str(TOP / "build" / "bench.png"))
+    out_dir = Path(os.environ.get("UPTRKV_VM_OUT") or TOP / "build")   # vm/vmrun.sh sets it
+    ap.add_argument("--name", default="bench", help="base name of the output files")
+    ap.add_argument("--json", help=f"default {out_dir}/NAME.json")
+    ap.add_argument("--markdown", help=f"default {out_dir}/NAME.md")
+    ap.add_argument("--plot", help=f"default {out_dir}/NAME.png")
     ap.add_argument("--readme", nargs="?", const=str(TOP / "README.md"), default=None,
                     help="rewrite the README's generated performance section")
     ap.add_argument("--paste-readme", nargs=2, metavar=("BLOCK", "MARKDOWN"),
                     help="only copy a report made earlier (bench-vm's) into README block BLOCK (vm)")
     args = ap.parse_args(argv)
+    args.json = args.json or str(out_dir / f"{args.name}.json")
+    args.markdown = args.markdown or str(out_dir / f"{args.name}.md")
+    args.plot = args.plot or str(out_dir / f"{args.name}.png")
     if args.paste_readme:
         block, path = args.paste_readme
         if block not in README_BLOCKS:
