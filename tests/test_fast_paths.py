@@ -148,3 +148,88 @@ def test_map_calls_through_the_binding(kernel):
         assert m.delete(key) and not m.delete(key)
     with pytest.raises(ValueError, match="closed"):
         m.lookup(key)
+
+
+# --- the fast paths keep the checked paths' safety rules -------------------------------------
+
+def _poke(store, key, entry):
+    store._entries[key] = entry          # as a buggy or hostile writer sharing the page could
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_cached_key_whose_entry_becomes_unavailable_or_corrupt_is_refused(store, bpf, size):
+    from uptrkv.errors import CorruptStoreError
+    store.put(1, b"v" * size)
+    assert store.get(1) == b"v" * size and store.get_into(1, bytearray(size)) == size   # cached
+    entry = store.raw_entry(1)
+    _poke(store, 1, store.layout.busy(entry))
+    for call in (lambda: store.get(1), lambda: store.put(1, b"w" * size),
+                 lambda: store.get_into(1, bytearray(size))):
+        with pytest.raises(CorruptStoreError, match="not available"):
+            call()
+    lay = store.layout
+    _poke(store, 1, lay.init_bit | 5 << lay.page_shift | (size - 1) << lay.size_shift)
+    with pytest.raises(CorruptStoreError, match="names data page 5"):
+        store.get(1)
+    if size == 8:
+        with pytest.raises(CorruptStoreError):
+            store.get_u64(1)
+        with pytest.raises(CorruptStoreError):
+            store.put_u64(1, 3)
+    _poke(store, 1, entry)
+    assert store.get(1) == b"v" * size
+
+
+def test_cached_value_being_written_is_not_read_torn(store, bpf, monkeypatch):
+    import uptrkv.store as store_module
+    from uptrkv.errors import CorruptStoreError
+    monkeypatch.setattr(store_module, "SEQ_WAIT_SECONDS", 0.05)
+    store.put(4, b"sixteen bytes..!")
+    assert store.get(4) == b"sixteen bytes..!"          # cached
+    entry = store.raw_entry(4)
+    _poke(store, 4, entry + store.layout.seq_one)      # odd: a write in progress
+    with pytest.raises(CorruptStoreError, match="stayed odd"):
+        store.get(4)
+    with pytest.raises(CorruptStoreError, match="stayed odd"):
+        store.get_into(4, bytearray(16))
+    with pytest.raises(CorruptStoreError, match="stayed odd"):
+        store.put(4, b"y" * 16)
+    _poke(store, 4, entry)
+    store.put(4, b"y" * 16)                            # through the sequence count: +2
+    lay = store.layout
+    assert (store.raw_entry(4) >> lay.seq_shift) & lay.seq_mask == 2
+    assert store.get(4) == b"y" * 16 and bpf.get(4) == (16, b"y" * 16)
+
+
+def test_put_many_keeps_strict_types_and_the_sequence_count(store, bpf):
+    store.put(1, bytes(16))
+    with pytest.raises(TypeError, match="bytes-like"):
+        store.put_many({2: 8})
+    with pytest.raises(TypeError):
+        store.put_many({True: b"x"})
+    assert 2 not in store
+    store.put_many({1: b"z" * 16, 2: memoryview(b"abc")})
+    lay = store.layout
+    assert (store.raw_entry(1) >> lay.seq_shift) & lay.seq_mask == 2
+    assert bpf.get(1) == (16, b"z" * 16) and bpf.get(2) == (3, b"abc")
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_bpf_small_scalar_get_respects_the_sequence_count(store, bpf, size):
+    store.put(1, b"\x07" * size)
+    entry = store.raw_entry(1)
+    _poke(store, 1, entry + store.layout.seq_one)      # user space is writing it
+    assert bpf.get(1)[0] == -errno.EAGAIN
+    _poke(store, 1, entry)
+    assert bpf.get(1) == (size, b"\x07" * size)
+
+
+def test_bpf_scalar_get_of_a_misaligned_entry_is_efault(store, bpf):
+    lay = store.layout
+    store.put(1, bytes(8))
+    entry = store.raw_entry(1)
+    for off, size in ((4, 8), (2, 4), (1, 2)):
+        _poke(store, 1, lay.init_bit | (size - 1) << lay.size_shift | off << lay.off_shift)
+        assert bpf.get(1)[0] == -errno.EFAULT, (off, size)
+    _poke(store, 1, entry)
+    assert bpf.get(1) == (8, bytes(8))
