@@ -54,12 +54,17 @@ bench: bpf bpffs
 	$(PYTHON) examples/bench.py $(BENCH_ARGS)
 
 # In the guest the checkout is read-only: the bench writes to $UPTRKV_RESULTS,
-# which vm/vmrun.sh maps to the host's VM_RESULTS=$(BUILD)/vm-out (bench-vm.json, .md, .png).
+# which vm/vmrun.sh shares from the host's VM_RESULTS, a directory under /tmp
+# (a read-write share inside the read-only checkout may be hidden); its files
+# (bench-vm.json, .md, .png) are then copied to $(BUILD)/vm-out.
 # TCG emulates the CPU: fewer runs per program run and Python calls per timing.
 BENCH_VM_ARGS ?= --iters 16384 --calls 1000
 bench-vm: bpf
-	VM_RESULTS=$(BUILD)/vm-out vm/vmrun.sh $(PYTHON) examples/bench.py --name bench-vm \
-		--only run,get,size,copy_paths,python,setup $(BENCH_VM_ARGS) $(BENCH_ARGS)
+	@d=$$(mktemp -d /tmp/uptrkv-bench-vm.XXXXXX); \
+	VM_RESULTS=$$d vm/vmrun.sh $(PYTHON) examples/bench.py --name bench-vm \
+		--only run,get,size,copy_paths,python,setup $(BENCH_VM_ARGS) $(BENCH_ARGS); \
+	rc=$$?; rm -f $$d/rc; mkdir -p $(BUILD)/vm-out && cp -r $$d/. $(BUILD)/vm-out/; rm -rf $$d; \
+	echo "bench-vm: results in $(BUILD)/vm-out (exit $$rc)"; exit $$rc
 
 rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py
