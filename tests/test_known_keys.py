@@ -155,3 +155,41 @@ def test_live_program_counts_through_known_keys_and_rollout_moves_them(live):
         return seen > calls and nr < 1024
     assert wait_for(v2_wrote)                                  # v2's constants name the new place
     assert store.get_u64(2) > calls                            # and calls went on from v1's count
+
+
+def test_switch_failing_after_the_old_detach_gives_the_old_version_its_holds_back(live, monkeypatch):
+    from uptrkv.errors import RolloutError
+    store = live.store
+    assert wait_for(lambda: store.get_u64(2) >= 5)
+    v1 = live.current.obj
+    before = store.slot(3)
+    reserved = []
+    real_reserve, real_grace = store.reserve_place, store._wait_grace
+
+    def reserve(size):
+        reserved.append(real_reserve(size))
+        return reserved[-1]
+
+    def failing_grace():
+        if not live.current.links:                 # inside the switch: v1 detached, v2 attached
+            raise OSError("injected failure after the old version detached")
+        return real_grace()
+    monkeypatch.setattr(store, "reserve_place", reserve)
+    monkeypatch.setattr(store, "_wait_grace", failing_grace)
+    with pytest.raises(RolloutError, match="injected failure"):
+        rollout(store, live.current, object_path("known_v2", live.copy_path),
+                live.manifests["v2"], configure=live.configure)
+    monkeypatch.undo()
+    assert live.current.links and not v1.closed                 # v1 attached again
+    assert store.holders(3) == [v1] and store.slot(3) == before and store.size(3) == 8
+    with pytest.raises(KeyHeldError):
+        store.resize(3, 16)
+    assert [s.size for s in reserved] == [16]                    # v2's place for key 3, never published,
+    alloc = store.allocator()                                    # freed by the grace period v2's close waited
+    assert reserved[0] not in alloc.slots() and reserved[0] not in alloc.quarantined
+    assert all(s != reserved[0] for s in store.slots().values())
+    calls = store.get_u64(2)
+    assert wait_for(lambda: store.get_u64(2) > calls)            # v1 still counts
+    live.current = rollout(store, live.current, object_path("known_v2", live.copy_path),
+                           live.manifests["v2"], configure=live.configure)
+    assert store.size(3) == 16 and store.holders(3) == [live.current.obj]
