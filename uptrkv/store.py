@@ -439,8 +439,14 @@ class KVStore:
                 raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
             if self._words.cas(key, entry, entry + self._seq_one):
                 break
-        page.view[slot.offset:slot.end] = data
-        self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
+        # Nobody else changes an odd entry, so the count must go even again whatever
+        # happens in between (an exception, KeyboardInterrupt): a key left odd is
+        # unusable for BPF (-EAGAIN) and Python alike.  The copy is one slice store,
+        # so the value is either the old or the new one; readers retry either way.
+        try:
+            page.view[slot.offset:slot.end] = data
+        finally:
+            self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
 
     # --- public API ------------------------------------------------------------
 
@@ -480,7 +486,14 @@ class KVStore:
         if not entry:
             raise MissingKeyError(f"key {key} holds no value")
         if entry & self.layout.init_bit:
-            self._swap(key, lambda e: 0)
+            try:
+                self._swap(key, lambda e: 0)
+            except CorruptStoreError as exc:
+                # Odd for longer than any write takes: a writer died inside its write.
+                # Dropping the entry is the remedy; a compare-and-swap, so a BPF change
+                # that happened meanwhile is not overwritten blindly.
+                if exc.entry is None or not self._words.cas(key, exc.entry, 0):
+                    raise
         else:
             self._entries[key] = 0
         if self._shadow[key]:
