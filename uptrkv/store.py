@@ -414,15 +414,26 @@ class KVStore:
             return page.u64[slot.offset >> 3].to_bytes(8, "little")
         if slot.size == 4:
             return page.u32[slot.offset >> 2].to_bytes(4, "little")
+        want = self.layout.encode(slot)
+        deadline = None
         while True:        # seqlock reader: a copy taken while no write was in progress
             entry = self._even(key)
+            if self._location(entry) != want:
+                # A BPF delete (entry 0) or an entry this store did not write.
+                slot = self._valid(key, entry)
+                if slot is None:
+                    raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+                raise self._corrupt(key, entry, "changed while it was read")
             data = bytes(page.view[slot.offset:slot.end])
-            again = self._entries[key]
-            if again == entry:
+            if self._entries[key] == entry:
                 return data
-            if self._location(again) != self._location(entry) or not again & self._init_bit:
-                raise self._corrupt(key, again, "changed while it was read")
-            entry = again
+            # Changed during the copy (a write, or a BPF delete): read the entry again.
+            if deadline is None:
+                deadline = time.monotonic() + SEQ_WAIT_SECONDS
+            elif time.monotonic() > deadline:
+                raise CorruptStoreError(
+                    f"key {key}: the value changed during every copy for {SEQ_WAIT_SECONDS} s "
+                    "(writes without pause); retry get() later", key=key, entry=self._entries[key])
 
     def _write(self, key: int, slot: Slot, data: bytes) -> None:
         """Overwrite a published value in place."""
