@@ -210,7 +210,17 @@ class KVStore:
             struct.pack_into("Q", buf, self.layout.page_fields[i], page.address)
         return bytes(buf)
 
+    def _check_owner(self) -> None:
+        """StoreOwnerError in a fork child, even one whose fork skipped Python's at-fork hooks
+        (os.getpid() is a syscall: only on paths that reach the kernel map)."""
+        if self._forked or os.getpid() != self._owner:
+            self._forked = True
+            raise StoreOwnerError(
+                f"this store belongs to process {self._owner}; this process ({os.getpid()}, a fork "
+                "child) may not use it: its copies of the pages are wiped; create a store of its own")
+
     def _register(self, flags: int, pages: list[_Page] | None = None) -> None:
+        self._check_owner()
         try:
             self.map.update(self._key, self._value(self._pages if pages is None else pages), flags)
         except LibbpfError as exc:
@@ -227,6 +237,7 @@ class KVStore:
             raise
 
     def _add_page(self) -> None:
+        self._check_owner()
         if len(self._pages) >= self.layout.max_pages:
             raise StoreFullError(f"all {self.layout.max_pages} data pages are in use")
         page = _Page(self.layout.page_size)
@@ -371,6 +382,7 @@ class KVStore:
 
     def _wait_grace(self) -> int:
         """One grace period; then everything quarantined before it is free.  Returns bytes freed."""
+        self._check_owner()
         self._grace()
         self.grace_periods += 1
         return self._alloc.release_quarantine()
@@ -378,6 +390,7 @@ class KVStore:
     def reclaim(self) -> int:
         """Free quarantined space now (one grace period); returns the bytes freed."""
         self._check()
+        self._check_owner()
         self._sync()
         if not self._alloc.quarantined:
             return 0
@@ -389,6 +402,7 @@ class KVStore:
         A grace period is paid only when the value would otherwise need a new
         page (or not fit) while quarantined space could take it.
         """
+        self._check_owner()
         alloc = self._alloc
         try:
             slot = alloc.find(size)
@@ -559,6 +573,7 @@ class KVStore:
         skipped.  Returns the new slots.
         """
         self._check()
+        self._check_owner()
         checked: dict[int, Conversion] = {}
         for key, conv in changes.items():
             self._require(key)
@@ -625,6 +640,7 @@ class KVStore:
     def ensure_pages(self, pages: int) -> None:
         """Register data pages up to ``pages`` now (a later step then needs no syscall)."""
         self._check()
+        self._check_owner()
         while len(self._pages) < pages:
             self._add_page()
 
@@ -723,6 +739,7 @@ class KVStore:
         space is freed by the same grace period.  Returns the bytes moved.
         """
         self._check()
+        self._check_owner()
         if self._staged:
             raise InvalidValueError("cannot compact while values are staged")
         alloc = self._sync()
