@@ -194,3 +194,25 @@ def test_store_with_corrupt_entries_still_closes(ops_obj, bpf):
 def test_layout_has_no_unused_entry_bits(store):
     assert store.layout.reserved_bits == 0
     assert store.layout.decode(store.layout.encode(Slot(7, 4088, 8)) | store.layout.seq_bits) == Slot(7, 4088, 8)
+
+
+def test_exception_as_the_compare_and_swap_returns_leaves_the_key_usable(store, bpf, monkeypatch):
+    # A KeyboardInterrupt can be raised just after the compare-and-swap made the
+    # entry odd, before its True reaches _write: the store must still end the write.
+    store.put(6, b"sixteen bytes..!")
+    real_cas = store._words.cas
+
+    def cas_then_interrupt(index, old, new):
+        swapped = real_cas(index, old, new)
+        if swapped and index == 6:
+            raise _Interrupt()
+        return swapped
+
+    monkeypatch.setattr(store._words, "cas", cas_then_interrupt)
+    with pytest.raises(_Interrupt):
+        store.put(6, b"never written!!!")
+    monkeypatch.undo()
+    assert not store.raw_entry(6) & store.layout.seq_one       # even again, not stuck odd
+    assert bpf.get(6) == (16, b"sixteen bytes..!")
+    assert bpf.put(6, b"bpf writes again") == 0
+    assert store.get(6) == b"bpf writes again"

@@ -458,20 +458,25 @@ class KVStore:
         if slot.size == 4:
             page.u32[slot.offset >> 2] = int.from_bytes(data, "little")
             return
-        while True:        # seqlock writer: even -> odd by compare-and-swap, copy, even again
-            entry = self._even(key)
-            if not entry & self._init_bit:
-                raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
-            if self._words.cas(key, entry, entry + self._seq_one):
-                break
         # Nobody else changes an odd entry, so the count must go even again whatever
-        # happens in between (an exception, KeyboardInterrupt): a key left odd is
-        # unusable for BPF (-EAGAIN) and Python alike.  The copy is one slice store,
-        # so the value is either the old or the new one; readers retry either way.
+        # happens once it is odd (an exception, a KeyboardInterrupt even as the
+        # compare-and-swap returns): a key left odd is unusable for BPF (-EAGAIN) and
+        # Python alike.  The copy is one slice store, so the value is either the old
+        # or the new one; readers retry either way.
+        words = self._words
+        words.forget()
         try:
+            while True:    # seqlock writer: even -> odd by compare-and-swap, copy, even again
+                entry = self._even(key)
+                if not entry & self._init_bit:
+                    raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+                if words.cas(key, entry, entry + self._seq_one):
+                    break
             page.view[slot.offset:slot.end] = data
-        finally:
-            self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
+        finally:           # inline (no call): a pending signal could raise at a call's return
+            if words._want is not None and words._expected.value == words._want:    # words.swapped()
+                self._entries[key] = ((entry & ~self._seq_bits)
+                                      | ((entry + 2 * self._seq_one) & self._seq_bits))
 
     # --- public API ------------------------------------------------------------
 
