@@ -23,7 +23,9 @@ Concurrency with BPF programs (no locks; see README "Concurrency"):
 
 One thread of the creating process should own a store's calls.  A fork
 child's copy of the object refuses every call (:class:`StoreOwnerError`);
-the child's copies of the pages read as zeros (``MADV_WIPEONFORK``).
+after a fork that skipped Python's at-fork hooks, every call that could
+reach the kernel map or needs new space still does (a pid check).  The
+child's copies of the pages read as zeros (``MADV_WIPEONFORK``).
 """
 
 from __future__ import annotations
