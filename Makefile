@@ -14,7 +14,7 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c bpf/bench_seq.bpf.c $(BUILD
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench bench-mutations rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench bench-vm bench-mutations rollout-demo rollout-timing test host-test bpffs clean help
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -22,7 +22,9 @@ bpf: $(BPF_OBJS)
 help:
 	@echo "make bpf        build the BPF objects into $(BUILD)/bpf"
 	@echo "make demo       run the demo (tp_btf/sys_enter keeping its state in a store)"
-	@echo "make bench      hot-path benchmark: store vs hash/array map, random keys"
+	@echo "make bench      the store vs a struct, hash and array maps, Python vs a map syscall;"
+	@echo "                table, $(BUILD)/bench.json, bench.md, bench.png (BENCH_ARGS=--readme rewrites README)"
+	@echo "make bench-vm   the same in the patched-kernel VM, with dynptr vs stock copy paths"
 	@echo "make bench-mutations  grace period, sequence count, publish and rollout window costs"
 	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
@@ -49,7 +51,20 @@ rollout-demo: bpf bpffs
 	$(PYTHON) examples/rollout_demo.py
 
 bench: bpf bpffs
-	$(PYTHON) examples/bench_hot_path.py
+	$(PYTHON) examples/bench.py $(BENCH_ARGS)
+
+# In the guest the checkout is read-only: the bench writes to $UPTRKV_RESULTS,
+# which vm/vmrun.sh shares from the host's VM_RESULTS, a directory under /tmp
+# (a read-write share inside the read-only checkout may be hidden); its files
+# (bench-vm.json, .md, .png) are then copied to $(BUILD)/vm-out.
+# TCG emulates the CPU: fewer runs per program run and Python calls per timing.
+BENCH_VM_ARGS ?= --iters 16384 --calls 1000
+bench-vm: bpf
+	@d=$$(mktemp -d /tmp/uptrkv-bench-vm.XXXXXX); \
+	VM_RESULTS=$$d vm/vmrun.sh $(PYTHON) examples/bench.py --name bench-vm \
+		--only run,get,size,copy_paths,python,setup $(BENCH_VM_ARGS) $(BENCH_ARGS); \
+	rc=$$?; rm -f $$d/rc; mkdir -p $(BUILD)/vm-out && cp -r $$d/. $(BUILD)/vm-out/; rm -rf $$d; \
+	echo "bench-vm: results in $(BUILD)/vm-out (exit $$rc)"; exit $$rc
 
 rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py
@@ -58,6 +73,9 @@ host-test: bpf bpffs
 	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra -m "not vmhost" tests
 
 test: host-test vmtest
+
+# Its copy loops must stay loops: BPF cannot call the memcpy clang would make of them.
+$(BUILD)/bpf/bench_size.bpf.o $(BUILD)/bpf/bench_size.dynptr.bpf.o: BPF_CFLAGS += -fno-builtin
 
 $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Hot-path benchmark: 8-byte reads with random keys, the store against the
- * maps people use today.  Each program runs `iters` reads in a bpf_loop
- * (inlined by the verifier) and reports the elapsed time; user space runs
- * them interleaved with BPF_PROG_TEST_RUN and prints ratios.
+ * Random 8-byte gets: the store against the maps people use today.  Keys
+ * come from a hash of the run number (bench.h), so neither the caches'
+ * prefetchers nor the branch predictors can learn them.
+ *   get_hash, get_array     bpf_map_lookup_elem + load
+ *   get_kv                  kv_store_get (task storage looked up once per program run)
+ *   get_kv_switch           the same with the page picked by a branch on its
+ *                           index, as kv_store_get did before (a copy kept
+ *                           here to show the difference side by side)
+ *   get_kv_lookup           a task storage lookup before every get
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "kv_store.h"
-
+#include "bench.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -24,109 +29,80 @@ struct {
 	__type(value, __u64);
 } bench_array SEC(".maps");
 
-__u32 key_mask;		/* keys are drawn from 0..key_mask (a power of two minus one) */
-__u32 seed;
-__u32 iters;
-__u64 elapsed_ns;
-__u64 sum;
-long errors;
-
-struct bench_ctx {
-	struct kv_store_value *kv;
-	__u64 sum;
-	long errors;
-	__u32 rng;
-	__u32 mask;
-};
-
-/* xorshift32: a key sequence that does not repeat, so branch predictors cannot learn it */
-static __always_inline __u32 bench_key(struct bench_ctx *c)
+/*
+ * kv_store_get as it was before the masks (its path for 1/2/4/8-byte values:
+ * select the page by tests on its index, then one load), kept here to show
+ * both side by side.
+ */
+static __always_inline long get_switch(struct kv_store_value *v, __u32 key,
+				       void *buf, __u32 buf_size)
 {
-	__u32 x = c->rng;
+	struct kv_data_page *page;
+	__u64 off, size;
+	long err = 0;
+	__u32 e;
 
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	c->rng = x;
-	return x & c->mask;
+	e = kv_store_entry(v, key, &err);
+	if (unlikely(!e))
+		return err;
+	size = kv_meta_size(e);
+	off = kv_meta_off(e);
+	page = kv_store_page(v, kv_meta_page(e));
+	if (unlikely(!page))
+		return -EFAULT;
+	if (likely(size == 8 && buf_size >= 8)) {
+		kv_opaque(off);
+		if (unlikely(off > KV_PAGE_SIZE - 8))
+			return -EFAULT;
+		*(__u64 *)buf = *(__u64 *)((void *)page + off);
+		return 8;
+	}
+	return -E2BIG;		/* (other sizes: not measured here) */
 }
 
-static long loop_base(__u64 i, struct bench_ctx *c)
-{
-	c->sum += bench_key(c);
-	return 0;
-}
+BENCH(get_base, , s += bench_key(i);)
 
-static __always_inline long bench_lookup(void *map, struct bench_ctx *c)
-{
-	__u32 k = bench_key(c);
-	__u64 *v = bpf_map_lookup_elem(map, &k);
-
-	if (v)
-		c->sum += *v;
-	else
-		c->errors++;
-	return 0;
-}
-
-static long loop_hash(__u64 i, struct bench_ctx *c)
-{
-	return bench_lookup(&bench_hash, c);
-}
-
-static long loop_array(__u64 i, struct bench_ctx *c)
-{
-	return bench_lookup(&bench_array, c);
-}
-
-static long loop_kv(__u64 i, struct bench_ctx *c)
-{
-	__u64 v;
-
-	if (kv_store_get(c->kv, bench_key(c), &v, sizeof(v)) == sizeof(v))
-		c->sum += v;
-	else
-		c->errors++;
-	return 0;
-}
-
-/* One task storage lookup per read: what a program doing one get per run pays. */
-static long loop_kv_lookup(__u64 i, struct bench_ctx *c)
-{
-	struct kv_store_value *kv = kv_store_lookup(bpf_get_current_task_btf());
-	__u64 v;
-
-	if (kv && kv_store_get(kv, bench_key(c), &v, sizeof(v)) == sizeof(v))
-		c->sum += v;
-	else
-		c->errors++;
-	return 0;
-}
-
-#define BENCH(name, fn, need_kv)						\
-SEC("raw_tp")									\
-int name(void *ctx)								\
-{										\
-	struct bench_ctx c = { .rng = seed | 1, .mask = key_mask };		\
-	__u64 t0;								\
+#define MAP_GET(map) {								\
+	__u32 k = bench_key(i);							\
+	__u64 *v = bpf_map_lookup_elem(&map, &k);				\
 										\
-	if (need_kv) {								\
-		c.kv = kv_store_lookup(bpf_get_current_task_btf());		\
-		if (!c.kv)							\
-			return 1;						\
-	}									\
-	t0 = bpf_ktime_get_ns();						\
-	bpf_loop(iters, fn, &c, 0);						\
-	elapsed_ns = bpf_ktime_get_ns() - t0;					\
-	sum = c.sum;								\
-	errors = c.errors;							\
-	return 0;								\
+	if (v)									\
+		s += *v;							\
+	else									\
+		err++;								\
 }
 
-BENCH(bench_base, loop_base, 0)
-BENCH(bench_hash_lookup, loop_hash, 0)
-BENCH(bench_array_lookup, loop_array, 0)
-BENCH(bench_kv_get, loop_kv, 1)
-BENCH(bench_kv_lookup_get, loop_kv_lookup, 0)
+BENCH(get_hash, , MAP_GET(bench_hash))
+BENCH(get_array, , MAP_GET(bench_array))
+
+BENCH(get_kv, struct kv_store_value *kv = c->kv;, {
+	bench_fresh(kv);
+	__u64 x;
+
+	if (kv_store_get(kv, bench_key(i), &x, sizeof(x)) == sizeof(x))
+		s += x;
+	else
+		err++;
+})
+
+BENCH(get_kv_switch, struct kv_store_value *kv = c->kv;, {
+	bench_fresh(kv);
+	__u64 x;
+
+	if (get_switch(kv, bench_key(i), &x, sizeof(x)) == sizeof(x))
+		s += x;
+	else
+		err++;
+})
+
+BENCH(get_kv_lookup, , {
+	struct kv_store_value *kv = kv_store_lookup(bpf_get_current_task_btf());
+	__u64 x;
+
+	if (kv && kv_store_get(kv, bench_key(i), &x, sizeof(x)) == sizeof(x))
+		s += x;
+	else
+		err++;
+})
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

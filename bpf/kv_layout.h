@@ -112,6 +112,30 @@ struct kv_manifest_entry {
 	char type[KV_MANIFEST_NAME_LEN];
 };
 
+/*
+ * A known key: where a program finds a KV_KEY() value without reading the
+ * metadata.  KV_KEY() gives each key a read-only global of this type; id and
+ * size are set at compile time, loc by user space before the object is
+ * loaded (uptrkv.known_keys).  The kernel freezes .rodata, so the verifier
+ * sees loc as a constant.
+ *
+ *   loc  a value on page 0:      its offset in the page (below KV_PAGE_SIZE)
+ *        a value on another page: offsetof(struct kv_store_value, pageN) << 16 | offset
+ *
+ * Page 0 gets the short form so that a program's accesses to it share one
+ * load of the page pointer and add a constant to it, nothing else.  Until
+ * resolved, loc is KV_KNOWN_UNRESOLVED: the metadata page at offset 65535,
+ * past its end, so the verifier rejects any access through an unresolved
+ * key instead of letting it read a wrong value.
+ */
+#define KV_KNOWN_UNRESOLVED 0xffff
+
+struct kv_known_key {
+	__u32 id;
+	__u32 size;
+	__u32 loc;
+};
+
 static inline __u32 kv_meta_off(__u32 e)
 {
 	return (e >> KV_META_OFF_SHIFT) & KV_META_OFF_MASK;

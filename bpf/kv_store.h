@@ -103,20 +103,27 @@ struct {
  */
 struct kv_meta_page *kv_anchor_meta_page;
 struct kv_manifest_entry *kv_anchor_manifest_entry;
+struct kv_known_key *kv_anchor_known_key;
 struct kv_data_page *kv_anchor_data_page;
 enum kv_layout kv_anchor_layout;
 
 /*
- * Declare a key the program uses: KV_KEY(counter, 1, __u64) gives the
- * compile-time constant KV_KEY_counter == 1 (no lookup at run time) and
- * records {1, sizeof(__u64), "counter", "__u64"} in the object's manifest
- * section, which the rollout checks against the TOML manifest.
+ * Declare a key the program uses: KV_KEY(counter, 1, __u64) gives
+ *   - the compile-time constant KV_KEY_counter == 1, for kv_store_get/put;
+ *   - the record {1, sizeof(__u64), "counter", "__u64"} in the object's
+ *     manifest section, which the rollout checks against the TOML manifest;
+ *   - the known key kv_known_counter for KV_KNOWN(kv, counter) (see below),
+ *     and the type kv_key_type_counter.  The known key is a static global
+ *     that clang drops unless the program uses it.
  */
 #define KV_KEY(_name, _id, _type)						\
 	enum { KV_KEY_##_name = (_id) };					\
 	_Static_assert((_id) >= 0 && (_id) < KV_MAX_KEYS, "key id out of range");	\
 	_Static_assert(sizeof(_type) >= 1 && sizeof(_type) <= KV_MAX_VALUE_SIZE,	\
 		       "value size out of range");				\
+	typedef __typeof__(_type) kv_key_type_##_name;				\
+	static const volatile struct kv_known_key kv_known_##_name		\
+	__attribute__((unused)) = { (_id), sizeof(_type), KV_KNOWN_UNRESOLVED };	\
 	static const struct kv_manifest_entry __kv_manifest_##_name		\
 	__attribute__((section(KV_MANIFEST_SECTION), used)) =			\
 		{ (_id), sizeof(_type), #_name, #_type }
@@ -249,38 +256,111 @@ static __always_inline void kv_seq_end(struct kv_store_value *v, __u32 key, __u3
 	*(volatile __u32 *)&meta->entry[k & (KV_MAX_KEYS - 1)] = kv_seq_next(e);
 }
 
-#ifdef KV_STORE_DYNPTR
-static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
-{
-	struct bpf_dynptr dp;
+/*
+ * Gets of 1, 2, 4 and 8 bytes: direct loads, and (up to 4 pages) no branch
+ * on the page (1 and 2 bytes still check the sequence count around the load).
+ *
+ * With random keys on several pages a branch on the page index mispredicts
+ * about once per get (~7 ns, more than the get itself).  Instead, load the
+ * value's offset from each of the store's pages and keep the one the entry
+ * names with masks (arithmetic, not branches).  The tests of which pages
+ * are registered do branch, but they give the same answer on every get of a
+ * store, so they predict well; a store on one page pays nothing extra.
+ * Beyond 4 pages the page is picked by a branch again: the same offset of 8
+ * pages falls in one set of an 8-way L1 cache, and loading all of them
+ * evicted more than a mispredict costs (bench_get).
+ */
 
-	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
-	return bpf_dynptr_read(buf, size, &dp, off, 0);
+/* All ones if bit `bit` of idx is set, else 0; opaque so clang keeps it arithmetic. */
+static __always_inline __u64 kv_bit_mask(__u64 idx, int bit)
+{
+	__u64 m = -((idx >> bit) & 1);
+
+	kv_opaque(m);
+	return m;
 }
 
-static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
-{
-	struct bpf_dynptr dp;
+/* a where mask is 0, b where it is all ones. */
+#define kv_select(a, b, m)	((a) ^ (((a) ^ (b)) & (m)))
 
-	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
-	return bpf_dynptr_write(&dp, off, (void *)buf, size, 0);
-}
-#else
-static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
+#define KV_LOAD(p, word)	(*(volatile __u64 *)((void *)(p) + (word)))
+
+/*
+ * The aligned 8-byte word of page idx at `word`; 0, or -EFAULT if that page
+ * is missing.  A value of 1, 2, 4 or 8 bytes is aligned to its size, so it
+ * lies within one such word: every scalar size shares this one load path.
+ */
+static __always_inline long kv_load_word(struct kv_store_value *v, __u64 idx, __u64 word,
+					 __u64 *out)
 {
-	kv_opaque(off);
-	if (unlikely(off > KV_PAGE_SIZE - 1))
+	struct kv_data_page *p0 = v->page0, *p1 = v->page1, *p2, *p3;
+	__u64 x, x2, x3;
+
+	kv_opaque(word);
+	if (unlikely(word > KV_PAGE_SIZE - 8))
 		return -EFAULT;
-	return bpf_probe_read_kernel(buf, size, page + off);
+	if (likely(!p1)) {					/* 1 page */
+		if (unlikely(idx || !p0))
+			return -EFAULT;
+		x = KV_LOAD(p0, word);
+	} else if (likely(!v->page4)) {				/* 2 to 4 pages */
+		p2 = v->page2;
+		p3 = v->page3;
+		if (unlikely(!p0 || idx > (p3 ? 3 : p2 ? 2 : 1)))
+			return -EFAULT;
+		x = kv_select(KV_LOAD(p0, word), KV_LOAD(p1, word), kv_bit_mask(idx, 0));
+		if (p2) {
+			x2 = KV_LOAD(p2, word);
+			x3 = p3 ? KV_LOAD(p3, word) : x2;
+			x = kv_select(x, kv_select(x2, x3, kv_bit_mask(idx, 0)), kv_bit_mask(idx, 1));
+		}
+	} else {						/* 5 to 8: a branch */
+		struct kv_data_page *p = kv_store_page(v, idx);
+
+		if (unlikely(!p))
+			return -EFAULT;
+		x = KV_LOAD(p, word);
+	}
+	*out = x;
+	return 0;
+}
+
+/* Get a value of 1, 2, 4 or 8 bytes (size); the caller checked buf_size. */
+static __always_inline long kv_get_scalar(struct kv_store_value *v, __u32 e, __u64 size, void *buf)
+{
+	__u64 off = kv_meta_off(e), x;
+	long err;
+
+	err = kv_load_word(v, kv_meta_page(e), off & ~7ULL, &x);
+	if (unlikely(err))
+		return err;
+	x >>= (off & 7) * 8;			/* little endian */
+	if (likely(size == 8))
+		*(__u64 *)buf = x;
+	else if (size == 4)
+		*(__u32 *)buf = x;
+	else if (size == 2)
+		*(__u16 *)buf = x;
+	else
+		*(__u8 *)buf = x;
+	return size;
 }
 
 /*
- * Copy chunk C (a power of two) if bit C is set in size.  The bytes before
- * it are exactly the higher bits of size, so both offsets follow from size
- * alone; the checks never fail for a valid entry but give the verifier the
- * constant bounds it needs (umax(offset) + C within the page and buffer).
+ * Copy chunk C (a power of two) of a value between page+off and buf if bit
+ * C is set in size.  The bytes before it are exactly the higher bits of
+ * size, so both offsets follow from size alone; the checks never fail for a
+ * valid entry but give the verifier the constant bounds it needs
+ * (umax(offset) + C within the page and buffer).  Chunks up to 64 bytes are
+ * direct 8-byte (or smaller) accesses; larger ones take one helper call.
+ * DIR is KV_TO_PAGE or KV_FROM_PAGE.
  */
-#define KV_PUT_CHUNK(C)								\
+#define KV_TO_PAGE(p, q)	(p)
+#define KV_FROM_PAGE(p, q)	(q)
+#define KV_MOVE(DIR, T, pd, bb)							\
+	*(T *)DIR((void *)(page + (pd)), (void *)(buf + (bb))) =		\
+		*(const T *)DIR((void *)(buf + (bb)), (void *)(page + (pd)))
+#define KV_CHUNK(DIR, C)							\
 	if (size & (C)) {							\
 		__u64 b = size & ~(__u64)(2 * (C) - 1);				\
 		__u64 d = off + b;						\
@@ -289,28 +369,76 @@ static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, 
 		if (unlikely(d > KV_PAGE_SIZE - (C) ||				\
 			     b > KV_MAX_VALUE_SIZE - (C)))			\
 			return -EFAULT;						\
-		if ((C) == 8)							\
-			*(__u64 *)(page + d) = *(const __u64 *)(buf + b);	\
-		else if ((C) == 4)						\
-			*(__u32 *)(page + d) = *(const __u32 *)(buf + b);	\
-		else if ((C) == 2)						\
-			*(__u16 *)(page + d) = *(const __u16 *)(buf + b);	\
-		else if ((C) == 1)						\
-			*(__u8 *)(page + d) = *(const __u8 *)(buf + b);		\
-		else if (bpf_probe_read_kernel(page + d, (C), buf + b))		\
+		if ((C) >= 8 && (C) <= 64) {					\
+			for (int w = 0; w < (C) / 8; w++)			\
+				KV_MOVE(DIR, __u64, d + 8 * w, b + 8 * w);	\
+		} else if ((C) == 4) {						\
+			KV_MOVE(DIR, __u32, d, b);				\
+		} else if ((C) == 2) {						\
+			KV_MOVE(DIR, __u16, d, b);				\
+		} else if ((C) == 1) {						\
+			KV_MOVE(DIR, __u8, d, b);				\
+		} else if (bpf_probe_read_kernel(DIR(page + d, buf + b), (C),	\
+						 DIR(buf + b, page + d))) {	\
 			return -EFAULT;						\
+		}								\
 	}
+
+/* Values below 128 bytes, on both copy paths: direct accesses, no helper. */
+#define KV_SMALL_CHUNKS(DIR)							\
+	KV_CHUNK(DIR, 64) KV_CHUNK(DIR, 32) KV_CHUNK(DIR, 16) KV_CHUNK(DIR, 8)	\
+	KV_CHUNK(DIR, 4) KV_CHUNK(DIR, 2) KV_CHUNK(DIR, 1)
+
+#ifdef KV_STORE_DYNPTR
+static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
+{
+	struct bpf_dynptr dp;
+
+	if (size < 128) {
+		KV_SMALL_CHUNKS(KV_FROM_PAGE)
+		return 0;
+	}
+	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
+	return bpf_dynptr_read(buf, size, &dp, off, 0);
+}
 
 static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
 {
-	KV_PUT_CHUNK(4096) KV_PUT_CHUNK(2048) KV_PUT_CHUNK(1024)
-	KV_PUT_CHUNK(512) KV_PUT_CHUNK(256) KV_PUT_CHUNK(128)
-	KV_PUT_CHUNK(64) KV_PUT_CHUNK(32) KV_PUT_CHUNK(16)
-	KV_PUT_CHUNK(8) KV_PUT_CHUNK(4) KV_PUT_CHUNK(2) KV_PUT_CHUNK(1)
+	struct bpf_dynptr dp;
+
+	if (size < 128) {
+		KV_SMALL_CHUNKS(KV_TO_PAGE)
+		return 0;
+	}
+	bpf_dynptr_from_mem(page, KV_PAGE_SIZE, 0, &dp);
+	return bpf_dynptr_write(&dp, off, (void *)buf, size, 0);
+}
+#else
+/* Larger values: one bpf_probe_read_kernel(). */
+static __always_inline long kv_copy_from_page(void *buf, void *page, __u64 off, __u64 size)
+{
+	if (size < 128) {
+		KV_SMALL_CHUNKS(KV_FROM_PAGE)
+		return 0;
+	}
+	kv_opaque(off);
+	if (unlikely(off > KV_PAGE_SIZE - 1))
+		return -EFAULT;
+	return bpf_probe_read_kernel(buf, size, page + off);
+}
+
+/* Larger values: power-of-two chunks of 128 bytes and more by bpf_probe_read_kernel(). */
+static __always_inline long kv_copy_to_page(void *page, __u64 off, const void *buf, __u64 size)
+{
+	KV_CHUNK(KV_TO_PAGE, 4096) KV_CHUNK(KV_TO_PAGE, 2048) KV_CHUNK(KV_TO_PAGE, 1024)
+	KV_CHUNK(KV_TO_PAGE, 512) KV_CHUNK(KV_TO_PAGE, 256) KV_CHUNK(KV_TO_PAGE, 128)
+	KV_SMALL_CHUNKS(KV_TO_PAGE)
 	return 0;
 }
-#undef KV_PUT_CHUNK
 #endif /* KV_STORE_DYNPTR */
+#undef KV_SMALL_CHUNKS
+#undef KV_CHUNK
+#undef KV_MOVE
 
 /* Copy key's value into buf (buf_size bytes); returns the value size. */
 static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
@@ -325,27 +453,34 @@ static __always_inline long kv_store_get(struct kv_store_value *v, __u32 key,
 	if (unlikely(!e))
 		return err;
 	size = kv_meta_size(e);
+	if (likely(size <= 8 && !(size & (size - 1)))) {	/* 1, 2, 4, 8 */
+		if (unlikely(size > buf_size))
+			return -E2BIG;
+		/* The allocator aligns scalars to their size: anything else is corrupt. */
+		if (unlikely(kv_meta_off(e) & (size - 1)))
+			return -EFAULT;
+		if (likely(size >= 4))		/* single stores on both sides */
+			return kv_get_scalar(v, e, size, buf);
+#ifndef KV_STORE_NO_SEQCOUNT
+		/* 1 and 2 bytes are written under the sequence count (kv_layout.h). */
+		if (unlikely(e & KV_META_SEQ_ONE))
+			return -EAGAIN;
+		err = kv_get_scalar(v, e, size, buf);
+		kv_barrier();
+		if (likely(err > 0) && unlikely(kv_store_reread(v, key) != e))
+			return -EAGAIN;
+		return err;
+#else
+		return kv_get_scalar(v, e, size, buf);
+#endif
+	}
 	off = kv_meta_off(e);
 	page = kv_store_page(v, kv_meta_page(e));
 	if (unlikely(!page))
 		return -EFAULT;
-	if (likely(size == 8 && buf_size >= 8)) {
-		kv_opaque(off);
-		if (unlikely(off > KV_PAGE_SIZE - 8))
-			return -EFAULT;
-		*(__u64 *)buf = *(__u64 *)((void *)page + off);
-		return 8;
-	}
 	kv_opaque(size);
 	if (unlikely(size > buf_size))
 		return -E2BIG;
-	if (size == 4) {
-		kv_opaque(off);
-		if (unlikely(off > KV_PAGE_SIZE - 4))
-			return -EFAULT;
-		*(__u32 *)buf = *(__u32 *)((void *)page + off);
-		return 4;
-	}
 	if (unlikely(off + size > KV_PAGE_SIZE))
 		return -EFAULT;
 #ifndef KV_STORE_NO_SEQCOUNT
@@ -408,6 +543,74 @@ static __always_inline long kv_store_put(struct kv_store_value *v, __u32 key,
 	return err ? -EFAULT : 0;
 #endif
 }
+
+/*
+ * Known keys: a KV_KEY() value at the cost of a struct field plus one load.
+ *
+ *	if (!kv || !kv_known_ready(kv))		// once per run
+ *		return 0;
+ *	__u64 *calls = KV_KNOWN(kv, calls);	// typed pointer, NULL if its page is missing
+ *	if (calls)
+ *		(*calls)++;
+ *
+ * Before load, user space (uptrkv.known_keys.load) writes where the store
+ * holds each known key the program uses into its .rodata; the verifier folds
+ * both numbers, so an access is the load of the page pointer from the store
+ * value plus the access itself: no metadata read, no page branch, no bound
+ * check at run time.  While the object is open the store does not move or
+ * free those keys (resize, delete and compact of them refuse); a rollout
+ * loads the next version with new constants.  An object loaded without
+ * resolving is rejected by the verifier at its first access.
+ *
+ * Accesses are plain loads and stores, as with a struct field: values of 1,
+ * 2, 4 and 8 bytes are single accesses, larger ones can be torn by a
+ * concurrent writer.  A BPF kv_store_delete() of a known key unpublishes it
+ * for dynamic readers only; the known value stays where it is.
+ */
+static __always_inline void *kv_known_ptr(struct kv_store_value *v,
+					  const volatile struct kv_known_key *k)
+{
+	__u64 loc = k->loc;
+	struct kv_data_page *page;
+
+	/*
+	 * The verifier knows loc and removes the branch not taken.  The page 0
+	 * load is the same in every call, so clang does it once per program
+	 * run.  The other load reads an integer (the verifier types the load by
+	 * the field, a uptr either way) so that clang cannot merge the two into
+	 * one load from a computed address.
+	 */
+	page = v->page0;
+	if (unlikely(loc >= KV_PAGE_SIZE)) {
+		page = (struct kv_data_page *)*(unsigned long *)((void *)v + (loc >> 16));
+		loc &= 0xffff;
+	}
+	if (unlikely(!page))
+		return 0;
+	return (void *)page + loc;
+}
+
+/*
+ * True when the store's page 0 is registered (a store user space created
+ * always has it).  Checked once per run before KV_KNOWN(), it lets clang and
+ * the verifier drop the NULL checks of the known keys on page 0: each then
+ * costs the load of its offset and the access itself.
+ */
+static __always_inline int kv_known_ready(struct kv_store_value *v)
+{
+	return v->page0 != 0;
+}
+
+#define KV_KNOWN(kv, name)							\
+	((kv_key_type_##name *)kv_known_ptr((kv), &kv_known_##name))
+
+/* Copy a known key's value to *dst / from *src: 0, or -EFAULT without its page. */
+#define KV_KNOWN_GET(kv, name, dst)						\
+	({ kv_key_type_##name *__p = KV_KNOWN(kv, name);			\
+	   __p ? (__builtin_memcpy((dst), __p, sizeof(*__p)), 0) : -EFAULT; })
+#define KV_KNOWN_PUT(kv, name, src)						\
+	({ kv_key_type_##name *__p = KV_KNOWN(kv, name);			\
+	   __p ? (__builtin_memcpy(__p, (src), sizeof(*__p)), 0) : -EFAULT; })
 
 /*
  * Remove key.  A compare-and-swap, so a delete never wipes an entry user

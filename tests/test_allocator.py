@@ -113,3 +113,31 @@ def test_copy_is_independent():
     other = alloc.copy()
     other.allocate(4096)
     assert len(alloc.slots()) == 1 and alloc.pages == 1
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_allocate_many_places_like_allocate_one_by_one(seed):
+    rnd = random.Random(seed)
+    a = Allocator(4096, 8, 1)
+    for _ in range(rnd.randrange(0, 40)):                  # a used, fragmented store
+        try:
+            a.allocate(rnd.choice([1, 2, 3, 4, 5, 8, 16, 24, 100, 512]))
+        except StoreFullError:
+            break
+    slots = a.slots()
+    for s in rnd.sample(slots, len(slots) // 3):
+        a.release(s)
+    sizes = [rnd.choice([1, 2, 3, 4, 5, 8, 16, 24, 100, 512, 1000, 4096]) for _ in range(rnd.randrange(1, 60))]
+    one, many = a.copy(), a.copy()
+    try:
+        expected = [one.allocate(size) for size in sizes]
+    except StoreFullError:
+        expected = None
+    try:
+        got = many.allocate_many(sizes)
+    except StoreFullError:
+        got = None
+        assert (many.slots(), many.used_bytes, many.pages) == (a.slots(), a.used_bytes, a.pages)
+    assert got == expected
+    if expected is not None:
+        assert (many.slots(), many.used_bytes, many.pages) == (one.slots(), one.used_bytes, one.pages)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import NEG
 
-SIZES = [1, 2, 4, 8, 3, 63, 256, 4095, 4096]
+SIZES = [1, 2, 4, 8, 3, 5, 16, 63, 100, 127, 128, 256, 4095, 4096]
 
 
 def payload(size: int, seed: int) -> bytes:

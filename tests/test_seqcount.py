@@ -8,7 +8,7 @@ def seq(store, key):
     return (store.raw_entry(key) >> lay.seq_shift) & lay.seq_mask
 
 
-@pytest.mark.parametrize("size", [3, 16, 100, 4096])
+@pytest.mark.parametrize("size", [1, 2, 3, 16, 100, 4096])
 def test_each_write_advances_the_count_by_two(store, bpf, size):
     store.put(1, bytes(size))
     assert seq(store, 1) == 0

@@ -91,6 +91,20 @@ class bpf_map_create_opts(Structure):
     ]
 
 
+class bpf_prog_info(Structure):
+    """The start of the kernel's struct bpf_prog_info (the kernel fills what fits)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", c_uint32),
+        ("xlated_prog_len", c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+    ]
+
+
 class btf_type(Structure):
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
 
@@ -150,6 +164,7 @@ SIGNATURES = {
     "bpf_link__unpin": (c_int, [c_void_p], _INT),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)], _INT),
     "bpf_obj_get": (c_int, [c_char_p], _INT),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                POINTER(bpf_map_create_opts)], _INT),
@@ -215,8 +230,12 @@ def _errcheck_ptr(name):
     return check
 
 
+def _path() -> str:
+    return os.environ.get(LIBBPF_ENV, DEFAULT_LIBBPF)
+
+
 def _load() -> ctypes.CDLL:
-    path = os.environ.get(LIBBPF_ENV, DEFAULT_LIBBPF)
+    path = _path()
     try:
         lib = ctypes.CDLL(path, use_errno=True)
     except OSError as exc:
@@ -239,3 +258,35 @@ def _load() -> ctypes.CDLL:
 
 
 lib = _load()
+
+
+class _Hot:
+    """The calls on hot paths, at the cost of a bare ctypes call.
+
+    A second handle on the same library, without errno swapping, argument
+    converters or Python error checkers: callers pass ctypes-ready arguments
+    (int fds, bytes or ctypes buffers, ``U64[...]`` flags) and check the
+    negative errno that libbpf >= 1.0 returns, with :func:`check`.
+    """
+
+    def __init__(self, path: str):
+        handle = ctypes.CDLL(path)
+        self.bpf_map_lookup_elem = handle.bpf_map_lookup_elem
+        self.bpf_map_update_elem = handle.bpf_map_update_elem
+        self.bpf_map_delete_elem = handle.bpf_map_delete_elem
+        self.bpf_prog_test_run_opts = handle.bpf_prog_test_run_opts
+        for fn in (self.bpf_map_lookup_elem, self.bpf_map_update_elem,
+                   self.bpf_map_delete_elem, self.bpf_prog_test_run_opts):
+            fn.restype = c_int
+
+
+hot = _Hot(_path())
+# 64-bit flag arguments for hot calls (no argtypes there to widen an int).
+U64 = [ctypes.c_uint64(i) for i in range(8)]
+
+
+def check(rc: int, call: str) -> int:
+    """Raise LibbpfError for a hot call's negative errno."""
+    if rc < 0:
+        raise LibbpfError(-rc, call, take_messages())
+    return rc

@@ -168,11 +168,13 @@ class Allocator:
         self.retire(tail)
         return new
 
-    def release_quarantine(self) -> int:
-        """Free every quarantined slot; call only after a grace period that began
-        after the last retire().  Returns the bytes freed."""
+    def release_quarantine(self, keep: Iterable[Slot] = ()) -> int:
+        """Free every quarantined slot but those in keep (still in use by a program
+        that knows the place); call only after a grace period that began after
+        the last retire().  Returns the bytes freed."""
         freed = 0
-        for slot in list(self._quarantine):
+        keep = set(keep)
+        for slot in [s for s in self._quarantine if s not in keep]:
             self.release(slot)
             freed += slot.size
         return freed
@@ -188,6 +190,78 @@ class Allocator:
         reserved: run it on a copy() to find out first."""
         return {key: self.allocate(size)
                 for key, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+    def _gaps(self, page: int) -> list[tuple[int, int]]:
+        """Free [start, end) ranges of a page, in order."""
+        gaps, cursor = [], 0
+        for off, used in self._used[page]:
+            if off > cursor:
+                gaps.append((cursor, off))
+            cursor = max(cursor, off + used)
+        if cursor < self.page_size:
+            gaps.append((cursor, self.page_size))
+        return gaps
+
+    def allocate_many(self, sizes: Iterable[int]) -> list[Slot]:
+        """First fit for many values in one pass over the free gaps.
+
+        Places each value exactly where allocate() would, one after the
+        other, without searching the page from its start for every value
+        (seeding 1024 keys one by one is quadratic).  StoreFullError leaves
+        the allocator unchanged.
+        """
+        return [Slot(*t) for t in self.place_many(sizes)]
+
+    def place_many(self, sizes: Iterable[int]) -> list[tuple[int, int, int]]:
+        """allocate_many() as (page, offset, size) tuples, for callers that encode them at once."""
+        page_size = self.page_size
+        gaps: list[list[tuple[int, int]] | None] = [None] * self.max_pages
+        free = [page_size - f for f in self._filled]
+        out: list[tuple[int, int, int]] = []
+        first = 0                      # pages before it have no room for any value left
+        for size in sizes:
+            if not 1 <= size <= page_size:
+                raise ValueError(f"value size {size} outside 1..{page_size}")
+            a = 8 if size >= 5 else (4 if size >= 3 else size)
+            for page in range(first, self.max_pages):
+                if free[page] < size:
+                    if not free[page] and page == first:
+                        first += 1
+                    continue
+                g = gaps[page]
+                if g is None:
+                    g = gaps[page] = self._gaps(page)
+                for i, (start, end) in enumerate(g):
+                    at = -(-start // a) * a
+                    stop = at + size
+                    if stop <= end:
+                        if at == start:
+                            if stop == end:
+                                del g[i]
+                            else:
+                                g[i] = (stop, end)
+                        elif stop == end:
+                            g[i] = (start, at)
+                        else:
+                            g[i:i + 1] = [(start, at), (stop, end)]
+                        free[page] -= size
+                        out.append((page, at, size))
+                        break
+                else:
+                    continue
+                break
+            else:
+                raise StoreFullError(
+                    f"no room for a {size}-byte value (value {len(out) + 1} of the batch): "
+                    f"all {self.max_pages} pages are full or fragmented; delete keys or compact")
+        by_page: dict[int, list[tuple[int, int]]] = {}
+        for page, off, size in out:
+            by_page.setdefault(page, []).append((off, size))
+        for page, extents in by_page.items():
+            self._used[page] = sorted(self._used[page] + extents)
+            self._filled[page] += sum(n for _, n in extents)
+            self.pages = max(self.pages, page + 1)
+        return out
 
     def can_resize_in_place(self, slot: Slot, new_size: int) -> bool:
         """Shrinking always can; growing can if the bytes after it are free and aligned."""

@@ -40,6 +40,13 @@ class MissingKeyError(UptrkvError, KeyError):
         return str(self.args[0]) if self.args else "missing key"
 
 
+class KeyHeldError(UptrkvError):
+    """A loaded program resolved the key's place at load (a known key): it cannot move or go.
+
+    Roll out a new version instead, or close the object that holds it.
+    """
+
+
 class ManifestError(UptrkvError):
     """A manifest that cannot be used: the message names the file and key."""
 

@@ -13,10 +13,10 @@ import ctypes
 import errno
 import mmap
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import _libbpf
-from ._libbpf import LibbpfError, lib
+from ._libbpf import U64, LibbpfError, check, hot, lib
 from .btf import Btf
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
@@ -115,6 +115,17 @@ class BpfProgram:
         self._obj._check(loaded=True)
         return BpfLink(lib.bpf_program__attach(self._ptr), self.name)
 
+    def xlated(self) -> bytes:
+        """The program as the verifier left it (8-byte instructions, subprograms after main)."""
+        info = _libbpf.bpf_prog_info()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        buf = ctypes.create_string_buffer(info.xlated_prog_len)
+        info = _libbpf.bpf_prog_info(xlated_prog_len=len(buf),
+                                     xlated_prog_insns=ctypes.addressof(buf))
+        lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        return buf.raw[:info.xlated_prog_len]
+
     def test_run(self, ctx: bytes | None = None) -> int:
         """Run once with BPF_PROG_TEST_RUN in the calling task; return its return value."""
         opts = _libbpf.bpf_test_run_opts(sz=ctypes.sizeof(_libbpf.bpf_test_run_opts))
@@ -122,7 +133,7 @@ class BpfProgram:
             buf = ctypes.create_string_buffer(ctx, len(ctx))
             opts.ctx_in = ctypes.cast(buf, ctypes.c_void_p)
             opts.ctx_size_in = len(ctx)
-        lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        check(hot.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts)), "bpf_prog_test_run_opts")
         return opts.retval
 
 
@@ -138,6 +149,8 @@ class BpfMap:
         self._ptr = ptr
         self._obj = obj
         self.name = lib.bpf_map__name(ptr).decode()
+        self._fast: tuple[int, int, int] | None = None
+        self._vbuf = None
 
     @property
     def fd(self) -> int:
@@ -174,6 +187,7 @@ class BpfMap:
         """Make this map, before load, be the map behind fd (libbpf dups it)."""
         self._obj._check(loaded=False)
         lib.bpf_map__reuse_fd(self._ptr, fd)
+        self._fast = None
 
     def handle(self) -> MapHandle:
         """A new fd on this map that stays valid after the object closes."""
@@ -188,39 +202,56 @@ class BpfMap:
         finally:
             os.close(fd)
 
-    def _kv(self, key: bytes, value_size: int | None = None):
-        if len(key) != self.key_size:
-            raise ValueError(f"map {self.name} takes {self.key_size}-byte keys, got {len(key)}")
-        kbuf = ctypes.create_string_buffer(key, len(key))
-        vbuf = ctypes.create_string_buffer(value_size) if value_size else None
-        return kbuf, vbuf
+    def _hot(self) -> tuple[int, int, int]:
+        """(fd, key size, value size), fixed once the object is loaded."""
+        fast = self._fast
+        if fast is not None and self._obj._ptr:
+            return fast
+        self._obj._check()
+        self._vbuf = None
+        fast = (self.fd, self.key_size, self.value_size)
+        if self._obj.loaded:
+            self._fast = fast
+        return fast
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
-        if len(value) != self.value_size:
-            raise ValueError(f"map {self.name} takes {self.value_size}-byte values, got {len(value)}")
-        kbuf, _ = self._kv(key)
-        vbuf = ctypes.create_string_buffer(value, len(value))
-        lib.bpf_map__update_elem(self._ptr, kbuf, len(key), vbuf, len(value), flags)
+        fd, ksize, vsize = self._hot()
+        if len(key) != ksize:
+            raise ValueError(f"map {self.name} takes {ksize}-byte keys, got {len(key)}")
+        if len(value) != vsize:
+            raise ValueError(f"map {self.name} takes {vsize}-byte values, got {len(value)}")
+        check(hot.bpf_map_update_elem(fd, bytes(key), bytes(value), U64[flags & 7] if 0 <= flags < 8
+                                      else ctypes.c_uint64(flags)), "bpf_map_update_elem")
 
     def lookup(self, key: bytes) -> bytes | None:
-        kbuf, vbuf = self._kv(key, self.value_size)
-        try:
-            lib.bpf_map__lookup_elem(self._ptr, kbuf, len(key), vbuf, self.value_size, 0)
-        except LibbpfError as exc:
-            if exc.errno == errno.ENOENT:
+        fast = self._fast
+        if fast is None or not self._obj._ptr:
+            fast = self._hot()
+        fd, ksize, vsize = fast
+        if len(key) != ksize:
+            raise ValueError(f"map {self.name} takes {ksize}-byte keys, got {len(key)}")
+        buf, self._vbuf = self._vbuf, None          # another thread may hold it: then a new one
+        if buf is None:
+            buf = ctypes.create_string_buffer(vsize)
+        rc = hot.bpf_map_lookup_elem(fd, key if key.__class__ is bytes else bytes(key), buf)
+        if rc < 0:
+            self._vbuf = buf
+            if rc == -errno.ENOENT:
                 return None
-            raise
-        return vbuf.raw
+            check(rc, "bpf_map_lookup_elem")
+        value = buf.raw
+        self._vbuf = buf
+        return value
 
     def delete(self, key: bytes) -> bool:
         """Delete key; False if it was not there."""
-        kbuf, _ = self._kv(key)
-        try:
-            lib.bpf_map__delete_elem(self._ptr, kbuf, len(key), 0)
-        except LibbpfError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
+        fd, ksize, _ = self._hot()
+        if len(key) != ksize:
+            raise ValueError(f"map {self.name} takes {ksize}-byte keys, got {len(key)}")
+        rc = hot.bpf_map_delete_elem(fd, bytes(key))
+        if rc == -errno.ENOENT:
+            return False
+        check(rc, "bpf_map_delete_elem")
         return True
 
 
@@ -251,9 +282,8 @@ class MapHandle:
         if len(key) != self.key_size or len(value) != self.value_size:
             raise ValueError(f"map {self.name} takes {self.key_size}-byte keys and "
                              f"{self.value_size}-byte values")
-        kbuf = ctypes.create_string_buffer(key, len(key))
-        vbuf = ctypes.create_string_buffer(value, len(value))
-        lib.bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
+        check(hot.bpf_map_update_elem(self.fd, bytes(key), bytes(value), ctypes.c_uint64(flags)),
+              "bpf_map_update_elem")
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value of key, or None if it is not there."""
@@ -271,13 +301,10 @@ class MapHandle:
 
     def delete(self, key: bytes) -> bool:
         """Delete key; False if it was not there."""
-        kbuf = ctypes.create_string_buffer(key, len(key))
-        try:
-            lib.bpf_map_delete_elem(self.fd, kbuf)
-        except LibbpfError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
+        rc = hot.bpf_map_delete_elem(self.fd, bytes(key))
+        if rc == -errno.ENOENT:
+            return False
+        check(rc, "bpf_map_delete_elem")
         return True
 
     def pin(self, path: str) -> None:
@@ -382,6 +409,7 @@ class BpfObject:
         self._ptr = lib.bpf_object__open_file(os.fsencode(self.path), ctypes.byref(opts))
         self.loaded = False
         self._globals: GlobalData | None = None
+        self._on_close: list[Callable[[], None]] = []
 
     def _check(self, loaded: bool | None = None):
         if not self._ptr:
@@ -454,6 +482,11 @@ class BpfObject:
         self.loaded = True
         return self
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call fn once when this object closes (a store releases its holds for it)."""
+        self._check()
+        self._on_close.append(fn)
+
     def close(self) -> None:
         if getattr(self, "_globals", None) is not None:
             self._globals.close()
@@ -461,6 +494,15 @@ class BpfObject:
         if getattr(self, "_ptr", None):
             lib.bpf_object__close(self._ptr)
             self._ptr = None
+        hooks, self._on_close = getattr(self, "_on_close", []), []
+        errors = []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception as exc:     # every hook runs; the first failure is raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     @property
     def closed(self) -> bool:

@@ -24,6 +24,16 @@ closes whatever of the new version exists, deletes the added keys and puts
 the old entries back: the old program stays attached and the store holds
 exactly its old keys, sizes and bytes.  Data pages added meanwhile stay
 registered (empty).
+
+Known keys (KV_KNOWN) of the new object are resolved in step 3, before its
+load: a kept or added key to where it is, a resized or replaced one to
+fresh space reserved for it (:meth:`KVStore.reserve_place`), where the
+switch then publishes its converted value.  The new version holds them
+until it closes; the old version's holds go when it is detached in the
+switch (and come back if the switch fails and it is attached again).  A
+write the new version makes to a resized or replaced known key before the
+key is published (the unavailable window) is overwritten by the converted
+value.
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .allocator import Allocator
+from . import known_keys
+from .allocator import Allocator, Slot
 from .errors import RolloutError, StoreFullError
 from .layout import Layout
 from .loader import BpfLink, BpfObject
@@ -211,6 +222,7 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
     """Switch from ``current`` to ``new_object``; on failure nothing changes (see module doc)."""
     the_plan = plan(store, current.manifest, new_manifest)   # raises before any change
     added: list[int] = []
+    places: dict[int, Slot] = {}
     new_obj: BpfObject | None = None
     step = "adding the new keys"
     try:
@@ -233,16 +245,22 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             kv_map.reuse_fd(store.map.fd)
         if configure is not None:
             configure(new_obj)
+        step = f"resolving the known keys of {new_object}"
+        changed = {n.id: n.size for _, n in the_plan.resized + the_plan.replaced}
+        for k in known_keys.declared(new_obj):
+            if k.id in changed:
+                places[k.id] = store.reserve_place(changed[k.id])
+        known_keys.resolve(new_obj, store, places)    # new constants; held until it closes
         step = f"loading {new_object}"
         new_obj.load()
         step = "checking the space the switch needs"
         changes = {n.id: n.size for _, n in the_plan.resized}
         changes.update({n.id: n.initial() for _, n in the_plan.replaced})
-        after = store.convert_plan({n.id: n.size for _, n in the_plan.resized + the_plan.replaced},
+        after = store.convert_plan({k: size for k, size in changed.items() if k not in places},
                                    deleted=[k.id for k in the_plan.removed])
         store.ensure_pages(after.pages)
     except BaseException as exc:
-        _undo(store, new_obj, [], added)
+        _undo(store, new_obj, [], added, places)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise RolloutError(f"rollout failed while {step}: {exc}\n"
@@ -251,6 +269,7 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
     links: list[BpfLink] = []
     old_programs = [link.program_name for link in current.links]
     times = SwitchTimes()
+    old_holds: dict[int, Slot] = {}
 
     def switch() -> None:
         nonlocal links
@@ -260,23 +279,26 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             link.close()
         times.both_attached = time.perf_counter() - t_attached
         current.links = []
+        old_holds.update(store.release(current.obj))     # detached: its known keys may change now
         for k in the_plan.removed:
             store.delete(k.id)
             deleted.append(k.id)
 
     deleted: list[int] = []
     try:
-        store.convert(changes, while_unavailable=switch)
+        store.convert(changes, while_unavailable=switch, places=places)
     except BaseException as exc:
         state = "the running version stays attached"
         if not current.links:       # failed after the old version detached: attach it again
             try:
+                if old_holds:
+                    store.hold(old_holds, current.obj)
                 current.links = _attach(current.obj, old_programs)
                 state = "the old version had been detached and is attached again"
             except Exception as again:  # noqa: BLE001 - reported in the message below
                 state = (f"the old version had been detached and attaching it again failed "
                          f"({again}): no version is attached")
-        _undo(store, new_obj, links, added)
+        _undo(store, new_obj, links, added, places)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         if deleted:
@@ -293,9 +315,12 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
     return deployment
 
 
-def _undo(store: KVStore, new_obj: BpfObject | None, links: list[BpfLink], added: list[int]) -> None:
+def _undo(store: KVStore, new_obj: BpfObject | None, links: list[BpfLink], added: list[int],
+          places: dict[int, Slot]) -> None:
     for link in links:
         link.close()
+    for slot in places.values():    # never published; quarantined, the new version may have run
+        store.retire_place(slot)
     if new_obj is not None:
         new_obj.close()
     for key in added:

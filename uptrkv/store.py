@@ -44,8 +44,8 @@ from typing import Callable, Iterable, Mapping, Union
 from . import _atomic
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot, alignment
-from .errors import (CorruptStoreError, InvalidKeyError, InvalidValueError, MissingKeyError,
-                     StoreClosedError, StoreFullError, StoreOwnerError, UnsupportedKernelError)
+from .errors import (CorruptStoreError, InvalidKeyError, InvalidValueError, KeyHeldError,
+                     MissingKeyError, StoreClosedError, StoreFullError, StoreOwnerError, UnsupportedKernelError)
 from .grace import grace_period
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
@@ -53,6 +53,7 @@ from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
 BPF_MAP_TYPE_TASK_STORAGE = 29
 PIDFD_THREAD = os.O_EXCL
 DEFAULT_MAP = "kv_store_map"
+_BYTES = (bytes, bytearray)   # values whose len() is their size in bytes: taken as they are
 MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)
 # How long a write in progress (odd sequence count) may last before the entry counts as corrupt.
 SEQ_WAIT_SECONDS = 1.0
@@ -179,6 +180,8 @@ class KVStore:
         # Entries as this store last wrote them, sequence counts masked off.
         self._shadow = [0] * self.layout.max_keys
         self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
+        self._init_fast()
+        self._holds: dict[int, tuple[object, dict[int, Slot]]] = {}   # id(owner) -> (owner, slots)
         registered = False
         try:
             self._meta = _Page(self.layout.page_size)
@@ -387,7 +390,7 @@ class KVStore:
         self._check_owner()
         self._grace()
         self.grace_periods += 1
-        return self._alloc.release_quarantine()
+        return self._alloc.release_quarantine(keep=self._held_slots())
 
     def reclaim(self) -> int:
         """Free quarantined space now (one grace period); returns the bytes freed."""
@@ -482,12 +485,158 @@ class KVStore:
 
     # --- public API ------------------------------------------------------------
 
+    # --- fast paths ---------------------------------------------------------
+    #
+    # get/put and the typed accessors compare the key's entry with the one
+    # they last decoded for it (one list index, one load from the metadata
+    # page) and then touch the page directly: no decode, no Slot, no method
+    # call.  The cached entry is always a published one with an even
+    # sequence count, so an entry that is being written (odd), unavailable,
+    # deleted, moved, corrupt, or wiped in a fork child (all zero) never
+    # matches: those take the checked path, which raises what it must
+    # (StoreOwnerError, CorruptStoreError, ...).  4- and 8-byte values are
+    # single aligned accesses; other sizes are read as seqlock readers (the
+    # entry checked again after the copy) and written by the checked path.
+
+    def _init_fast(self) -> None:
+        # key -> (entry, page mmap, slice, size, page, offset // 8, offset // 4)
+        self._fast: list[tuple | None] = [None] * self.layout.max_keys
+
+    def _remember(self, key: int, slot: Slot) -> None:
+        entry = self._entries[key]
+        if entry & self._seq_one or entry & ~self._seq_bits != self.layout.encode(slot):
+            self._fast[key] = None            # being written or changed: no cache this time
+            return
+        page = self._pages[slot.page]
+        self._fast[key] = (entry, page.mm, slice(slot.offset, slot.end), slot.size,
+                           page, slot.offset >> 3, slot.offset >> 2)
+
+    def _hit(self, key):
+        """The cached place of key's value, or None (then take the checked path)."""
+        if key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key]:
+                    return hit
+            except (IndexError, TypeError):
+                pass
+        return None
+
     def get(self, key: int) -> bytes:
-        slot = self._require(key)
-        return self._read(key, slot)
+        """key's value (a copy)."""
+        hit = self._hit(key)
+        if hit is not None:
+            size = hit[3]
+            if size == 8:
+                return hit[4].u64[hit[5]].to_bytes(8, "little")
+            if size == 4:
+                return hit[4].u32[hit[6]].to_bytes(4, "little")
+            data = hit[1][hit[2]]
+            if self._entries[key] == hit[0]:     # no write began or ended meanwhile
+                return data
+        return self._get_checked(key)
 
     def put(self, key: int, value) -> None:
         """Set key's value; a new key gets space, an existing key keeps its size."""
+        if value.__class__ in _BYTES:
+            hit = self._hit(key)
+            if hit is not None and len(value) == hit[3]:
+                if hit[3] == 8:
+                    hit[4].u64[hit[5]] = int.from_bytes(value, "little")
+                    return
+                if hit[3] == 4:
+                    hit[4].u32[hit[6]] = int.from_bytes(value, "little")
+                    return
+        self._put_checked(key, value)
+
+    def get_u64(self, key: int) -> int:
+        """An 8-byte value as an unsigned little-endian integer."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 8:
+            return hit[4].u64[hit[5]]
+        return int.from_bytes(self._sized(key, 8, "get_u64"), "little")
+
+    def put_u64(self, key: int, value: int) -> None:
+        """Store an unsigned integer in an existing 8-byte key (one aligned store)."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 8 and value.__class__ is int and 0 <= value < 1 << 64:
+            hit[4].u64[hit[5]] = value
+            return
+        self._put_int(key, value, 8, "put_u64")
+
+    def get_u32(self, key: int) -> int:
+        """A 4-byte value as an unsigned little-endian integer."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 4:
+            return hit[4].u32[hit[6]]
+        return int.from_bytes(self._sized(key, 4, "get_u32"), "little")
+
+    def put_u32(self, key: int, value: int) -> None:
+        """Store an unsigned integer in an existing 4-byte key (one aligned store)."""
+        hit = self._hit(key)
+        if hit is not None and hit[3] == 4 and value.__class__ is int and 0 <= value < 1 << 32:
+            hit[4].u32[hit[6]] = value
+            return
+        self._put_int(key, value, 4, "put_u32")
+
+    def get_into(self, key: int, buffer) -> int:
+        """Copy key's value into the start of a writable buffer; return its size."""
+        hit = self._hit(key)
+        if hit is None or hit[3] == 8 or hit[3] == 4:
+            data = self.get(key)                 # checked, or one aligned load
+        else:
+            data = None
+        size = len(data) if data is not None else hit[3]
+        if buffer.__class__ is bytearray and size <= 64:   # small: a bytes copy is cheaper than views
+            if len(buffer) < size:
+                raise InvalidValueError(f"key {key} holds {size} bytes, the buffer has {len(buffer)}")
+            if data is None:
+                data = self.get(key)
+            buffer[:size] = data
+            return size
+        try:
+            dst = memoryview(buffer)
+        except TypeError:
+            raise TypeError(f"get_into needs a writable bytes-like buffer, got {type(buffer).__name__}") from None
+        if dst.readonly:
+            raise TypeError(f"get_into needs a writable buffer, {type(buffer).__name__} is read-only")
+        if dst.format != "B" or dst.ndim != 1:
+            dst = dst.cast("B")
+        if dst.nbytes < size:
+            raise InvalidValueError(f"key {key} holds {size} bytes, the buffer has {dst.nbytes}")
+        if data is None:
+            dst[:size] = hit[4].view[hit[2]]
+            if self._entries[key] == hit[0]:     # seqlock reader: nothing wrote it meanwhile
+                return size
+            data = self._get_checked(key)
+        dst[:size] = data
+        return size
+
+    def _sized(self, key: int, size: int, what: str) -> bytes:
+        slot = self._require(key)
+        if slot.size != size:
+            raise InvalidValueError(f"key {key} holds {slot.size} bytes; {what} needs {size}")
+        data = self._read(key, slot)
+        self._remember(key, slot)
+        return data
+
+    def _put_int(self, key: int, value: int, size: int, what: str) -> None:
+        if value.__class__ is not int:
+            raise TypeError(f"{what} takes an int, got {type(value).__name__}")
+        if not 0 <= value < 1 << (8 * size):
+            raise InvalidValueError(f"{what}: {value} does not fit {size} unsigned bytes")
+        self._sized(key, size, what)
+        self.put(key, value.to_bytes(size, "little"))
+
+    # --- checked paths ---------------------------------------------------------
+
+    def _get_checked(self, key: int) -> bytes:
+        slot = self._require(key)
+        data = self._read(key, slot)
+        self._remember(key, slot)
+        return data
+
+    def _put_checked(self, key: int, value) -> None:
         self._check()
         self._check_key(key)
         value = as_bytes(value, f"value for key {key}")
@@ -507,6 +656,136 @@ class KVStore:
         self._pages[slot.page].view[slot.offset:slot.end] = value
         self._publish(key, slot)
 
+    def put_many(self, items) -> None:
+        """Put many keys at once: one placement pass and one page registration.
+
+        items is a mapping or (key, value) pairs.  Existing keys keep their
+        size.  Everything is checked and placed before anything is written:
+        on an error (bad key or value, StoreFullError) the store is unchanged.
+        New keys are published after their bytes are written.
+        """
+        self._check()
+        pairs = list(items.items() if hasattr(items, "items") else items)
+        seen: set[int] = set()
+        updates, new_keys, new_values = [], [], []
+        for key, value in pairs:
+            self._check_key(key)
+            if key in seen:
+                raise InvalidValueError(f"key {key} appears twice in put_many")
+            seen.add(key)
+            value = as_bytes(value, f"value for key {key}")
+            size = len(value)
+            self._check_size(size, f"value for key {key}")
+            slot = self._slot(key)
+            if slot is not None:
+                if slot.size != size:
+                    raise InvalidValueError(
+                        f"key {key} holds {slot.size} bytes, got {size}; resize({key}, {size}) first")
+                updates.append((key, slot, value))
+            else:
+                if key in self._staged:
+                    raise InvalidValueError(
+                        f"key {key} has a staged value; publish_staged() or discard_staged() first")
+                new_keys.append(key)
+                new_values.append(value)
+        if new_keys:
+            alloc = self._sync()
+            for key in new_keys:
+                if self._shadow[key]:
+                    self._forget(key)            # BPF deleted it: its old space waits out a grace period
+            sizes = [len(v) for v in new_values]
+            trial = alloc.copy()
+            try:
+                places = trial.place_many(sizes)
+            except StoreFullError:
+                places = None
+            if (places is None or max(p for p, _, _ in places) >= len(self._pages)) and alloc.quarantined:
+                self._wait_grace()               # quarantined space may take them without a new page
+                trial = self._alloc.copy()
+                places = trial.place_many(sizes)     # StoreFullError: nothing changed
+            elif places is None:
+                trial.place_many(sizes)              # raises the StoreFullError
+            need = max(p for p, _, _ in places) + 1
+            while len(self._pages) < need:
+                self._add_page()
+            self._alloc = trial
+        for key, slot, value in updates:
+            self._write(key, slot, value)
+        if new_keys:
+            views = [p.view for p in self._pages]
+            for (page, off, size), value in zip(places, new_values):
+                views[page][off:off + size] = value
+            for key, (page, off, size) in zip(new_keys, places):
+                self._publish(key, Slot(page, off, size))
+
+    # --- holds: keys a loaded program resolved (known keys) ----------------------
+
+    def hold(self, keys, owner: object) -> dict[int, Slot]:
+        """Keep keys where they are until release(owner); return their slots.
+
+        A program that resolved a key's place at load (uptrkv.known_keys)
+        reads and writes it there for as long as it is loaded: while held, a
+        key cannot be deleted, resized or converted (KeyHeldError), compact()
+        leaves it in place, and space freed under it (a BPF delete) stays
+        quarantined until the last hold goes.  keys is an iterable of keys
+        (held where they are now) or a mapping key -> Slot (a rollout holds
+        the place it reserved for a key's next value).
+        """
+        self._check()
+        if hasattr(keys, "items"):
+            slots = dict(keys.items())
+        else:
+            slots = {k: self._require(k) for k in keys}
+        _, held = self._holds.setdefault(id(owner), (owner, {}))
+        held.update(slots)
+        return dict(slots)
+
+    def release(self, owner: object) -> dict[int, Slot]:
+        """Drop owner's holds; returns them (empty for an owner that holds nothing).
+
+        Quarantined space that only this hold kept is freed after one grace
+        period, waited for here: the owner's programs may still be running.
+        """
+        entry = self._holds.pop(id(owner), None)
+        if entry is None:
+            return {}
+        if not self._closed and not self._forked:
+            quarantined = set(self._alloc.quarantined)
+            if any(s in quarantined and s not in self._held_slots() for s in entry[1].values()):
+                self._wait_grace()
+        return entry[1]
+
+    def holders(self, key: int) -> list[object]:
+        """The owners holding key."""
+        return [owner for owner, slots in self._holds.values() if key in slots]
+
+    def _held_slots(self) -> set[Slot]:
+        return {s for _, slots in self._holds.values() for s in slots.values()}
+
+    def _check_not_held(self, key: int, action: str) -> None:
+        holders = self.holders(key)
+        if holders:
+            who = getattr(holders[0], "path", None) or repr(holders[0])
+            raise KeyHeldError(
+                f"cannot {action} key {key}: {who} resolved its place when it was loaded (a known key) "
+                f"and uses it there; roll out a version that does not need it "
+                f"(uptrkv.rollout.rollout) or close that object first")
+
+    def reserve_place(self, size: int) -> Slot:
+        """Fresh space no entry names, for a place a program must learn before load
+        (a rollout's known key that changes size).  Hand it to convert(places=), or
+        give it back with retire_place()."""
+        self._check()
+        self._check_size(size, "reserved size")
+        self._sync()
+        return self._place(size)
+
+    def retire_place(self, slot: Slot) -> None:
+        """Give back a reserve_place() slot that was never published (quarantined:
+        a program that learned it may still run)."""
+        if not self._closed and not self._forked:
+            self._alloc.retire(slot)
+
     def delete(self, key: int) -> None:
         """Remove key; its space is quarantined until the next grace period.
 
@@ -514,6 +793,7 @@ class KVStore:
         """
         self._check()
         self._check_key(key)
+        self._check_not_held(key, "delete")
         entry = self._entries[key]
         if not entry:
             raise MissingKeyError(f"key {key} holds no value")
@@ -542,6 +822,7 @@ class KVStore:
         self._check_size(size, f"new size of key {key}")
         if size == old.size:
             return old
+        self._check_not_held(key, "resize")
         alloc = self._alloc
         if size < old.size or alloc.can_resize_in_place(old, size):
             new = Slot(old.page, old.offset, size)
@@ -561,7 +842,8 @@ class KVStore:
         return self.convert({key: size})[key]
 
     def convert(self, changes: Mapping[int, Conversion], *,
-                while_unavailable: Callable[[], None] | None = None) -> dict[int, Slot]:
+                while_unavailable: Callable[[], None] | None = None,
+                places: Mapping[int, Slot] | None = None) -> dict[int, Slot]:
         """Give keys new sizes or values without losing a write, for one grace period.
 
         ``changes`` maps a key to a new size (prefix kept, growth zeroed), a
@@ -577,7 +859,9 @@ class KVStore:
 
         If 2 raises, or 4 finds no room (StoreFullError), every key gets its
         old entry back, bytes untouched.  Keys BPF deleted before step 1 are
-        skipped.  Returns the new slots.
+        skipped.  ``places`` gives some keys a slot from reserve_place() (of
+        their new size) instead of one chosen in 4.  A key still held (known
+        key) after step 2 fails it with KeyHeldError.  Returns the new slots.
         """
         self._check()
         self._check_owner()
@@ -595,11 +879,16 @@ class KVStore:
             raise InvalidValueError("cannot convert keys that have staged values")
         self._sync()
         t0 = time.perf_counter()
+        places = dict(places or {})
         marked = self._make_unavailable(sorted(changes))
         t1 = time.perf_counter()
         try:
             if while_unavailable is not None:
                 while_unavailable()
+            held = self._held_slots()
+            for key, (_, old) in marked.items():
+                if old in held:
+                    self._check_not_held(key, "convert")
             t2 = time.perf_counter()
             self._wait_grace()
             t3 = time.perf_counter()
@@ -616,7 +905,13 @@ class KVStore:
                     new = conv
                 self._check_size(len(new), f"converted value of key {key}")
                 values[key] = new
-            placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()})
+            for key, slot in places.items():
+                if key in values and slot.size != len(values[key]):
+                    raise InvalidValueError(f"key {key}: the place given is {slot.size} bytes, "
+                                            f"the new value {len(values[key])}")
+            placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()
+                                        if key not in places})
+            placed.update({key: places[key] for key in values if key in places})
         except BaseException:
             self._restore(marked)
             raise
@@ -753,7 +1048,8 @@ class KVStore:
         sim = alloc.copy()
         sim.release_quarantine()
         plan: dict[int, Slot] = {}
-        for old, key in sorted((self._slot(k), k) for k in self.keys()):
+        held = {k for _, slots in self._holds.values() for k in slots}
+        for old, key in sorted((self._slot(k), k) for k in self.keys() if k not in held):
             sim.release(old)
             new = sim.find(old.size)
             if (new.page, new.offset) < (old.page, old.offset):
@@ -792,6 +1088,7 @@ class KVStore:
         used_pages = max((s.page + 1 for s in alloc.slots() + alloc.quarantined), default=1)
         if used_pages < len(self._pages):
             self._register(BPF_EXIST, self._pages[:used_pages])
+            self._init_fast()
             for page in self._pages[used_pages:]:
                 page.close()
             del self._pages[used_pages:]
@@ -913,6 +1210,8 @@ class KVStore:
             self._release()
 
     def _release(self) -> None:
+        if getattr(self, "_fast", None) is not None:
+            self._init_fast()
         if getattr(self, "_entries", None) is not None:
             self._entries = None
         for page in getattr(self, "_pages", []):

@@ -25,6 +25,10 @@ def child(store, w):
     calls = {
         "get": lambda: store.get(1),
         "put": lambda: store.put(1, b"child!!!"),
+        "get_u64": lambda: store.get_u64(1),            # the parent cached key 1 before the fork
+        "put_u64": lambda: store.put_u64(1, 7),
+        "get_into": lambda: store.get_into(1, bytearray(8)),
+        "put_many": lambda: store.put_many({3: b"child"}),
         "put_new": lambda: store.put(2, b"child"),
         "delete": lambda: store.delete(1),
         "resize": lambda: store.resize(1, 16),
@@ -51,6 +55,7 @@ def main():
     ops = BpfOps(obj)
     store = KVStore.create(obj)
     store.put(1, b"parent!!")
+    assert store.get(1) == b"parent!!" and store.get_u64(1)    # cached: the fast paths must still refuse
     address = store._pages[0].address + store.slot(1).offset
     r, w = os.pipe()
     pid = os.fork()
