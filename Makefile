@@ -14,7 +14,8 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c $(BUILD)/vmlinux.h
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench rollout-demo rollout-timing test host-test bpffs clean help \
+	kselftest kselftest-install
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -27,6 +28,8 @@ help:
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
 	@echo "make host-test  the pytest suite on the running kernel only"
+	@echo "make kselftest  the suite as KTAP v1 (ksft/run.sh: exit 0 pass, 1 fail, 4 skip)"
+	@echo "make kselftest-install INSTALL_PATH=DIR  collection uptrkv for the kernel's run_kselftest.sh"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
 	@echo "make vmshell    a shell in the booted patched kernel"
 	@echo "make kernel     only build (or reuse) the patched kernel"
@@ -53,6 +56,15 @@ host-test: bpf bpffs
 	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra tests
 
 test: host-test vmtest
+
+# KTAP v1 on stdout; ksft/run.sh exits 0 (pass), 1 (fail) or 4 (all skipped),
+# which make reports as its own error 2 for anything but 0.
+kselftest: bpf bpffs
+	ksft/run.sh
+
+kselftest-install: bpf
+	$(if $(INSTALL_PATH),,$(error set INSTALL_PATH=DIR))
+	ksft/install.sh "$(INSTALL_PATH)"
 
 $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)
