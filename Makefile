@@ -32,6 +32,7 @@ help:
 	@echo "make kselftest-install INSTALL_PATH=DIR  collection uptrkv for the kernel's run_kselftest.sh"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
 	@echo "make vmshell    a shell in the booted patched kernel"
+	@echo "make vm-repro MODE=single|multi BOOTS=20  the tracepoint int3 reproducer, tallied"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
 	@echo "(./run TARGET installs what is missing first)"
@@ -53,7 +54,7 @@ rollout-timing: bpf bpffs
 	$(PYTHON) examples/rollout_1024.py
 
 host-test: bpf bpffs
-	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra tests
+	UPTRKV_REQUIRE_KERNEL=1 $(PYTHON) -m pytest -ra -m "not vmhost" tests
 
 test: host-test vmtest
 
@@ -82,12 +83,19 @@ clean:
 	rm -rf $(BUILD)
 
 # --- the patched kernel in a virtme-ng VM (see vm/) ---
-.PHONY: kernel vmtest vmshell
+.PHONY: kernel vmtest vmshell vm-repro
 kernel:
 	vm/build-kernel.sh
 
+# The suite in the guest, then the harness's own end-to-end checks (a guest
+# exit code comes back; a guest panic fails the run).
 vmtest: bpf
 	vm/vmtest.sh
+	$(PYTHON) -m pytest -ra -m vmhost tests
+
+# The int3 reproducer: BOOTS boots in TCG MODE (single or multi), SECONDS each.
+vm-repro: bpf
+	vm/repro/run.sh $(or $(MODE),single) $(or $(BOOTS),20) $(or $(SECONDS),30)
 
 vmshell: bpf
 	vm/vmtest.sh --shell

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Runs inside the virtme-ng guest: mount what the guest lacks, run the
+# command from the checkout and leave its exit code in the results
+# directory the host shared read-write ($1). The rc file is the host's
+# proof that the command finished: a guest that dies leaves none.
+results=$1
+shift
+top=$(cd "$(dirname "$0")/.." && pwd)
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+cd "$top" || exit 1
+echo "guest kernel: $(uname -r)"
+UPTRKV_RESULTS=$results "$@"
+rc=$?
+echo "$rc" > "$results/rc"
+exit "$rc"
