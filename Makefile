@@ -32,6 +32,8 @@ help:
 	@echo "make kselftest-install INSTALL_PATH=DIR  collection uptrkv for the kernel's run_kselftest.sh"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
 	@echo "make vmshell    a shell in the booted patched kernel"
+	@echo "make vmdemo     the demo in the VM (./run demo there when the host kernel has no uptr)"
+	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
 	@echo "make vm-repro MODE=single|multi BOOTS=20  the tracepoint int3 reproducer, tallied"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
@@ -83,7 +85,7 @@ clean:
 	rm -rf $(BUILD)
 
 # --- the patched kernel in a virtme-ng VM (see vm/) ---
-.PHONY: kernel vmtest vmshell vm-repro
+.PHONY: kernel vmtest vmshell vm-repro vmdemo vmtest-all
 kernel:
 	vm/build-kernel.sh
 
@@ -99,3 +101,13 @@ vm-repro: bpf
 
 vmshell: bpf
 	vm/vmtest.sh --shell
+
+# For hosts whose kernel cannot host a store (./run demo and ./run test
+# choose these there): the demo, and the whole suite with the pure-Python
+# tests, in the guest.
+vmdemo: bpf
+	vm/vmrun.sh $(PYTHON) -m uptrkv.cli demo
+
+vmtest-all: bpf
+	vm/vmtest.sh -m "not vmhost" tests
+	$(PYTHON) -m pytest -ra -m vmhost tests
