@@ -96,5 +96,7 @@ wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buil
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"
 cp "$obj/.config" "$out/config"
 mv "$out/bzImage.tmp" "$out/bzImage"
+# Kept beside the image: the cold build time of this variant, for the README.
+echo "$((SECONDS - start))" > "$out/build-seconds"
 log "built $out/bzImage in $((SECONDS - start)) s"
 echo "$out/bzImage"
