@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Build (or reuse) a bzImage with the uptr dynptr patch; print its path.
 #
-# The image is cached under $UPTRKV_CACHE/kernels/<version>-<key>/ where the
-# key hashes the kernel source, the patch, the config fragments and the
-# toolchain, so a second run reuses it and a changed patch or fragment
-# rebuilds. Each key builds out of tree in its own obj/ directory (make O=),
-# so variants (KERNEL_DEBUG=1) never reconfigure each other's objects, and a
-# lock per key makes a second build of the same key wait for the first
-# instead of sharing its objects mid-build and truncating its log.
+# The image is cached under $UPTRKV_CACHE/kernels/<source>-[debug-]<key>/
+# where the key hashes the kernel source, the patch series, the config
+# fragments and the toolchain, so a second run reuses it and a changed patch
+# or fragment rebuilds. Objects live in one directory per source and variant
+# ($UPTRKV_CACHE/obj/, make O=), so a changed patch rebuilds incrementally and
+# the debug variant never reconfigures the default one's objects.
+#
+# One build at a time: the whole build (series switch, configure, make,
+# copy) runs under $UPTRKV_CACHE/build.lock. A second build (two CI runs,
+# `make vmtest` started twice) waits for it, then finds its image cached or
+# builds on a tree nobody else is changing; logs are never shared.
 #
 #   KERNEL_DEBUG=1   the debug variant: vm/kernel-debug.config on top
 #                    (KASAN, lockdep, PROVE_RCU), under its own key
@@ -36,36 +40,46 @@ if [ "${KERNEL_DEBUG:-0}" = 1 ]; then
     variant=debug-
 fi
 
-tree=$("$here/kernel-source.sh")
-kver=$(make -s -C "$tree" kernelversion 2>/dev/null)
+# The key needs only what the source is, not the unpacked tree: a cached
+# image is found without waiting for another build.
+source_id=$("$here/kernel-source.sh" --id)
 vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
-# What the source is: the Debian package the tree was unpacked from, or a
-# developer's tree (its path and git commit; uncommitted edits are rebuilt
-# by make in place but do not change the key).
-case "$tree" in
-    "$cache"/src/*) source_id=debian:$(basename "$(dirname "$tree")") ;;
-    *) source_id=tree:$tree@$(git -C "$tree" rev-parse HEAD 2>/dev/null || echo no-git) ;;
-esac
-key=$( { echo "$kver"; echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
+key=$( { echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
          for f in "${fragments[@]}"; do sha256sum < "$f"; done
          echo "$vngver"; gcc --version | head -n1; pahole --version; } |
        sha256sum | cut -c1-16)
-out=$cache/kernels/$kver-$variant$key
-mkdir -p "$out"
-exec 9> "$out/.lock"
-if ! flock -n 9; then
-    log "another build of this kernel holds $out/.lock: waiting for it"
-    flock 9
-fi
+name=${source_id#debian:}
+case "$source_id" in tree:*) name=$(basename "${source_id%@*}") ;; esac
+out=$cache/kernels/$name-$variant$key
 if [ -f "$out/bzImage" ]; then
     log "cached: $out/bzImage"
     echo "$out/bzImage"
     exit 0
 fi
-obj=$out/obj
+
+mkdir -p "$cache/obj"
+exec 9> "$cache/build.lock"
+if ! flock -n 9; then
+    log "another kernel build holds $cache/build.lock: waiting for it"
+    flock 9
+fi
+if [ -f "$out/bzImage" ]; then           # built by the one we waited for
+    log "cached: $out/bzImage"
+    echo "$out/bzImage"
+    exit 0
+fi
+mkdir -p "$out"
+tree=$("$here/kernel-source.sh")
+kver=$(make -s -C "$tree" kernelversion 2>/dev/null)
+# Objects per source and variant, not per patch: a new series is an
+# incremental build. (A developer's tree: uncommitted edits are rebuilt by
+# make but do not change the key.)
+obj_id=$(printf '%s' "${source_id%@*}" | sha256sum | cut -c1-12)
+obj=$(readlink -m "$cache/obj/$kver-${variant}src-$obj_id")
 buildlog=$out/build.log
 : > "$buildlog"
 log "kernel $kver ${variant:+(${variant%-}) }from $tree, objects in $obj, log $buildlog"
+build_start=$SECONDS
 
 log "configuring (vng --kconfig + ${fragments[*]##*/})"
 mkdir -p "$obj"
@@ -96,7 +110,8 @@ wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buil
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"
 cp "$obj/.config" "$out/config"
 mv "$out/bzImage.tmp" "$out/bzImage"
-# Kept beside the image: the cold build time of this variant, for the README.
-echo "$((SECONDS - start))" > "$out/build-seconds"
-log "built $out/bzImage in $((SECONDS - start)) s"
+# Kept beside the image: how long this build took (configure + make), cold
+# or incremental, for the README's numbers.
+echo "$((SECONDS - build_start))" > "$out/build-seconds"
+log "built $out/bzImage: make took $((SECONDS - build_start)) s"
 echo "$out/bzImage"

@@ -2,14 +2,24 @@
 # Print the path of a kernel source tree with vm/patches/*.patch applied.
 #
 #   KERNEL_SRC=/path/to/linux  use that tree (a bpf-next checkout, say); the
-#                              patches are applied unless they already are.
+#                              series is applied unless it already is.
 #   otherwise                  Debian's linux-source-$KERNEL_SERIES package is
 #                              downloaded through a private apt configuration
 #                              (its own sources, lists and cache directories,
 #                              the archive URI read from this machine's apt
-#                              sources) and unpacked under $UPTRKV_CACHE.
+#                              sources) and unpacked once under $UPTRKV_CACHE.
 #
-# Progress goes to stderr; stdout carries only the tree's path.
+# The unpacked tree keeps a copy of the series applied to it; when
+# vm/patches/ changes, the old series is reverted and the new one applied in
+# place, so the next build is incremental (make sees the changed files).
+# The caller must hold the build lock (vm/build-kernel.sh does): switching
+# the series under a running build would corrupt it.
+#
+#   kernel-source.sh --id      print only what the source is (the Debian
+#                              package, or the tree and its commit), without
+#                              unpacking or patching: the cache key's input.
+#
+# Progress goes to stderr; stdout carries only the tree's path (or the id).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,19 +31,42 @@ suites=${KERNEL_SUITES:-"sid trixie-backports"}
 log() { printf '[kernel-source] %s\n' "$*" >&2; }
 die() { printf '[kernel-source] error: %s\n' "$*" >&2; exit 1; }
 
-# The series in order; a tree that already carries it is left as it is.
-apply_patches() {
+applies() { patch -d "$1" -p1 --dry-run --force -s "${@:3}" < "$2" >/dev/null 2>&1; }
+
+# Apply the series in order, each checked first.
+apply_series() {
     local tree=$1 p
-    if patch -d "$tree" -p1 -R --dry-run --force -s < "${patches[0]}" >/dev/null 2>&1; then
-        log "patches already applied in $tree"
-        return
-    fi
     for p in "${patches[@]}"; do
-        patch -d "$tree" -p1 --dry-run --force -s < "$p" >/dev/null 2>&1 ||
-            die "$(basename "$p") does not apply to $tree; refresh the series for this kernel"
+        applies "$tree" "$p" || die "$(basename "$p") does not apply to $tree; refresh the series for this kernel"
         patch -d "$tree" -p1 -s < "$p"
         log "applied $(basename "$p")"
     done
+}
+
+# Make an unpacked tree carry exactly vm/patches/: revert what it carries
+# (recorded in .uptrkv-series/) if that differs, then apply the series.
+switch_series() {
+    local tree=$1 applied=$1/.uptrkv-series p i
+    if [ -d "$applied" ] && diff -rq "$applied" "$here/patches" >/dev/null 2>&1; then
+        return
+    fi
+    touch "$tree/.uptrkv-switching"     # a switch cut short leaves this: unpack afresh
+    if [ -d "$applied" ]; then
+        local old=("$applied"/*.patch)
+        for ((i = ${#old[@]} - 1; i >= 0; i--)); do
+            p=${old[i]}
+            [ -f "$p" ] || continue
+            applies "$tree" "$p" -R || die "cannot revert $(basename "$p") in $tree: remove $tree to unpack afresh"
+            patch -d "$tree" -p1 -R -s < "$p"
+            log "reverted the old $(basename "$p")"
+        done
+        rm -rf "$applied"
+    fi
+    apply_series "$tree"
+    mkdir -p "$applied.tmp"
+    cp "${patches[@]}" "$applied.tmp/"
+    mv "$applied.tmp" "$applied"
+    rm -f "$tree/.uptrkv-switching"
 }
 
 # The Debian archive URI this machine already uses (deb822 or one-line format).
@@ -62,6 +95,9 @@ archive_uri() {
 fetch_debian_source() {
     local aptdir=$cache/apt uri suite deb
     mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial" "$aptdir/debs"
+    # One apt at a time on the private lists (apt's own locking is off there).
+    exec 8> "$aptdir/.lock"
+    flock 8
     uri=$(archive_uri) || die "no Debian archive found in /etc/apt sources; set KERNEL_SRC= to a kernel tree"
     : > "$aptdir/sources.list"
     for suite in $suites; do
@@ -72,11 +108,20 @@ fetch_debian_source() {
                    -o "Dir::Cache::Archives=$aptdir/archives" -o "Dir::State::Status=/var/lib/dpkg/status"
                    -o "APT::Get::List-Cleanup=false" -o "Debug::NoLocking=1")
     mkdir -p "$aptdir/cache"
-    log "updating private apt lists for: $suites"
-    apt-get "${aptopts[@]}" -q update >&2 || die "apt-get update of the private lists failed"
-    local version
-    version=$(apt-cache "${aptopts[@]}" show "linux-source-$series" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
-    [ -n "$version" ] || die "linux-source-$series not found in $suites"
+    # What the archive offers is looked up at most every KERNEL_LISTS_MAX_AGE
+    # minutes (default 360); in between, the version found last is reused.
+    local version= known=$aptdir/version-$series
+    if [ -n "$(find "$known" -mmin -"${KERNEL_LISTS_MAX_AGE:-360}" 2>/dev/null)" ] &&
+       cmp -s "$aptdir/sources.list" "$aptdir/sources.list.used"; then
+        version=$(cat "$known")
+    else
+        log "updating private apt lists for: $suites"
+        apt-get "${aptopts[@]}" -q update >&2 || die "apt-get update of the private lists failed"
+        cp "$aptdir/sources.list" "$aptdir/sources.list.used"
+        version=$(apt-cache "${aptopts[@]}" show "linux-source-$series" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+        [ -n "$version" ] || die "linux-source-$series not found in $suites"
+        echo "$version" > "$known"
+    fi
     deb=$(ls "$aptdir/debs"/linux-source-"${series}"_"${version//:/%3a}"_*.deb 2>/dev/null | head -n1 || true)
     if [ -z "$deb" ]; then
         log "downloading linux-source-$series $version"
@@ -87,32 +132,48 @@ fetch_debian_source() {
     echo "$deb"
 }
 
+id_only=
+[ "${1:-}" = --id ] && id_only=1
+
 if [ -n "${KERNEL_SRC:-}" ]; then
+    if [ -n "$id_only" ]; then
+        echo "tree:$(readlink -f "$KERNEL_SRC")@$(git -C "$KERNEL_SRC" rev-parse HEAD 2>/dev/null || echo no-git)"
+        exit 0
+    fi
     [ -f "$KERNEL_SRC/Makefile" ] && [ -f "$KERNEL_SRC/kernel/bpf/verifier.c" ] ||
         die "KERNEL_SRC=$KERNEL_SRC is not a kernel source tree"
-    apply_patches "$KERNEL_SRC"
+    if applies "$KERNEL_SRC" "${patches[0]}" -R; then
+        log "the series is already applied in $KERNEL_SRC"
+    else
+        apply_series "$KERNEL_SRC"
+    fi
     echo "$KERNEL_SRC"
     exit 0
 fi
 
-mkdir -p "$cache/src"
-# One unpacker at a time: a second caller waits, then finds the tree ready.
-exec 8> "$cache/src/.lock"
-flock 8
 deb=$(fetch_debian_source)
 debver=$(basename "$deb" .deb)
-patch_hash=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
-tree=$cache/src/$debver-$patch_hash/linux-source-$series
+if [ -n "$id_only" ]; then
+    echo "debian:$debver"
+    exit 0
+fi
+top=$cache/src/$debver
+tree=$top/linux-source-$series
+if [ -f "$tree/.uptrkv-switching" ]; then
+    log "a series switch in $tree was cut short: unpacking afresh"
+    rm -f "$tree/.uptrkv-ready"
+fi
 if [ ! -f "$tree/.uptrkv-ready" ]; then
-    rm -rf "$cache/src/$debver-$patch_hash"
-    mkdir -p "$cache/src/$debver-$patch_hash"
+    rm -rf "$top"
+    mkdir -p "$top"
     log "unpacking $(basename "$deb")"
     tmp=$(mktemp -d "$cache/src/unpack.XXXXXX")
     dpkg-deb -x "$deb" "$tmp"
     tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | head -n1)
-    tar -C "$cache/src/$debver-$patch_hash" -xf "$tarball"
+    tar -C "$top" -xf "$tarball"
     rm -rf "$tmp"
-    apply_patches "$tree"
     touch "$tree/.uptrkv-ready"
 fi
-echo "$tree"
+switch_series "$tree"
+# The real path: kbuild records it, and a build must see the same one each time.
+readlink -f "$tree"
