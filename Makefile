@@ -34,6 +34,7 @@ help:
 	@echo "make vmshell    a shell in the booted patched kernel"
 	@echo "make vmdemo     the demo in the VM (./run demo there when the host kernel has no uptr)"
 	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
+	@echo "make vmstress [KERNEL_DEBUG=1] [CYCLES=10000]  the uptr lifetime stress in the VM"
 	@echo "make vm-repro MODE=single|multi BOOTS=20  the tracepoint int3 reproducer, tallied"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
@@ -85,7 +86,7 @@ clean:
 	rm -rf $(BUILD)
 
 # --- the patched kernel in a virtme-ng VM (see vm/) ---
-.PHONY: kernel vmtest vmshell vm-repro vmdemo vmtest-all
+.PHONY: kernel vmtest vmshell vm-repro vmdemo vmtest-all vmstress
 kernel:
 	vm/build-kernel.sh
 
@@ -107,6 +108,11 @@ vmshell: bpf
 # tests, in the guest.
 vmdemo: bpf
 	vm/vmrun.sh $(PYTHON) -m uptrkv.cli demo
+
+# The lifetime proof: the uptr stress with CYCLES (10,000) delete/re-register
+# cycles in the guest; with KERNEL_DEBUG=1 on the KASAN/lockdep kernel.
+vmstress: bpf
+	vm/vmrun.sh env UPTRKV_STRESS_CYCLES=$(or $(CYCLES),10000) sh vm/guest-tests.sh -rA tests/test_uptr_lifetime.py
 
 vmtest-all: bpf
 	vm/vmtest.sh -m "not vmhost" tests
