@@ -25,8 +25,12 @@ KV_TEST_GET, KV_TEST_PUT, KV_TEST_DELETE = 1, 2, 3
 CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
 
 
-def wait_for(cond, timeout=10.0):
-    """Poll cond until it holds (BPF runs in another task) or the timeout passes."""
+def wait_for(cond, timeout=60.0):
+    """Poll cond until it holds (BPF runs in another task) or the timeout passes.
+
+    The timeout only detects a failure; a passing test returns as soon as cond
+    holds. It is generous because a target Python process can take seconds to
+    start in a loaded TCG guest."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():

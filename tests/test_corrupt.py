@@ -117,6 +117,55 @@ def test_write_that_never_ends(store, bpf, monkeypatch):
     assert store.get(4) == b"sixteen bytes..!"
 
 
+def test_delete_drops_an_entry_stuck_odd(store, bpf, monkeypatch):
+    monkeypatch.setattr(store_module, "SEQ_WAIT_SECONDS", 0.05)
+    store.put(4, b"sixteen bytes..!")
+    poke(store, 4, store.raw_entry(4) + store.layout.seq_one)   # a writer died inside its write
+    store.delete(4)                                  # the documented remedy works
+    assert store.raw_entry(4) == 0 and bpf.get(4)[0] == NEG["ENOENT"]
+    store.put(4, b"again, sixteen!!")
+    assert bpf.get(4) == (16, b"again, sixteen!!")
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+class _FailingView:
+    """A page view whose slice store raises, as a KeyboardInterrupt inside the copy would."""
+
+    def __init__(self, view):
+        self._view = view
+
+    def __getitem__(self, index):
+        return self._view[index]
+
+    def __setitem__(self, index, value):
+        raise _Interrupt()
+
+
+def test_exception_inside_a_write_leaves_the_key_usable(store, bpf):
+    store.put(5, b"sixteen bytes..!")
+    before = store.raw_entry(5)
+    page = store._pages[store.slot(5).page]
+    real = page.view
+    page.view = _FailingView(real)
+    try:
+        with pytest.raises(_Interrupt):
+            store.put(5, b"never written!!!")
+    finally:
+        page.view = real
+    entry = store.raw_entry(5)
+    assert not entry & store.layout.seq_one                    # even again, not stuck odd
+    assert entry != before                                     # a reader that raced it retries
+    assert store.get(5) == b"sixteen bytes..!" and bpf.get(5) == (16, b"sixteen bytes..!")
+    assert bpf.put(5, b"bpf writes again") == 0
+    store.put(5, b"python writes ok")
+    assert bpf.get(5) == (16, b"python writes ok")
+    store.delete(5)
+    assert bpf.get(5)[0] == NEG["ENOENT"]
+
+
 def test_bpf_without_a_metadata_page_gets_enodata(ops_obj, bpf):
     kv_map = ops_obj.map("kv_store_map")
     pidfd = os.pidfd_open(os.getpid())
@@ -145,3 +194,25 @@ def test_store_with_corrupt_entries_still_closes(ops_obj, bpf):
 def test_layout_has_no_unused_entry_bits(store):
     assert store.layout.reserved_bits == 0
     assert store.layout.decode(store.layout.encode(Slot(7, 4088, 8)) | store.layout.seq_bits) == Slot(7, 4088, 8)
+
+
+def test_exception_as_the_compare_and_swap_returns_leaves_the_key_usable(store, bpf, monkeypatch):
+    # A KeyboardInterrupt can be raised just after the compare-and-swap made the
+    # entry odd, before its True reaches _write: the store must still end the write.
+    store.put(6, b"sixteen bytes..!")
+    real_cas = store._words.cas
+
+    def cas_then_interrupt(index, old, new):
+        swapped = real_cas(index, old, new)
+        if swapped and index == 6:
+            raise _Interrupt()
+        return swapped
+
+    monkeypatch.setattr(store._words, "cas", cas_then_interrupt)
+    with pytest.raises(_Interrupt):
+        store.put(6, b"never written!!!")
+    monkeypatch.undo()
+    assert not store.raw_entry(6) & store.layout.seq_one       # even again, not stuck odd
+    assert bpf.get(6) == (16, b"sixteen bytes..!")
+    assert bpf.put(6, b"bpf writes again") == 0
+    assert store.get(6) == b"bpf writes again"

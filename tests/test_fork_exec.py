@@ -40,3 +40,16 @@ def test_exec_leaves_the_store_to_bpf_only(kernel, copy_path, bpffs):
     assert r["dropped"] is True                       # until it deletes the orphaned element
     assert r["bpf_get_after_drop"] == NEG["ESRCH"]
     assert r["fresh"] == "fresh"
+
+
+def test_libc_fork_child_cannot_register_pages(kernel, copy_path):
+    # ctypes' libc fork() runs none of Python's at-fork hooks: the pid check catches it.
+    r = run("libc_fork_child.py", copy_path)
+    assert r["child"]["forked_flag_before"] is False          # the hook really did not run
+    for call in ("put_new_page", "ensure_pages", "compact"):
+        assert r["child"][call].startswith("StoreOwnerError"), (call, r["child"][call])
+        assert "belongs to process" in r["child"][call]
+    assert r["child"]["pages"] == 1
+    assert r["bpf_get_after"] == [8, "parent!!"]             # the parent's element is intact
+    assert r["pages_after"] == 1
+    assert r["pages_grown"] == 2 and r["bpf_new_page"] == 4000

@@ -168,3 +168,25 @@ def test_running_manifest_must_match_store(env):
     env.store.delete(3)
     with pytest.raises(RolloutError, match="key 'last' \\(id 3\\) holds no value"):
         plan(env.store, env.manifests["v1"], env.manifests["v2"])
+
+
+def test_failure_after_the_old_version_detached_says_what_changed(env, monkeypatch):
+    # The grace period of the switch fails: by then v1 was detached and key 1
+    # (removed by v2) deleted.  The error says so instead of "unchanged".
+    store = env.store
+    v1 = env.current
+    def failing_grace():
+        raise OSError("injected grace-period failure")
+    monkeypatch.setattr(store, "_grace", failing_grace)
+    with pytest.raises(RolloutError) as info:
+        go(env, "v2")
+    monkeypatch.undo()
+    message = str(info.value)
+    assert "injected grace-period failure" in message
+    assert "the old version had been detached and is attached again" in message
+    assert "keys removed by the new manifest (1) were already deleted" in message
+    assert "store is unchanged" not in message
+    assert store.keys() == [2, 3]                             # 1 deleted, 4 (added) undone
+    assert env.current is v1 and v1.links and all(not link.closed for link in v1.links)
+    runs = u64(store.get(2))
+    assert wait_for(lambda: u64(store.get(2)) > runs)         # v1 runs again

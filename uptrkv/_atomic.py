@@ -40,6 +40,20 @@ class Words32:
         self._expected = ctypes.c_uint64()
         self._expected_ref = ctypes.byref(self._expected)
         self._high = 32 if sys.byteorder == "little" else 0
+        self._want: int | None = None
+
+    def forget(self) -> None:
+        """Start a fresh record for :meth:`swapped`."""
+        self._want = None
+
+    def swapped(self) -> bool:
+        """Whether the last cas() since forget() swapped, read from what the CPU did.
+
+        An exception (KeyboardInterrupt) raised as cas() returns loses its
+        return value; the compare-and-swap leaves ``expected`` untouched on
+        success and overwrites it with the differing word on failure.
+        """
+        return self._want is not None and self._expected.value == self._want
 
     def cas(self, index: int, old: int, new: int) -> bool:
         """Replace word ``index`` with new if it is old; retried while only its pair-mate changes."""
@@ -51,7 +65,10 @@ class Words32:
             cur = self._u64[pair]
             if (cur >> shift) & _M32 != old:
                 return False
+            desired = ctypes.c_uint64((cur & ~mask) | (new << shift))
+            # No call between these stores and _cas8 (no point where Python raises a
+            # pending KeyboardInterrupt), so swapped() never sees a cas that did not run.
+            self._want = cur
             self._expected.value = cur
-            if _cas8(address, self._expected_ref, ctypes.c_uint64((cur & ~mask) | (new << shift)),
-                     _SEQ_CST, _SEQ_CST):
+            if _cas8(address, self._expected_ref, desired, _SEQ_CST, _SEQ_CST):
                 return True

@@ -45,7 +45,7 @@ class ManifestError(UptrkvError):
 
 
 class RolloutError(UptrkvError):
-    """A rollout step failed; the old program and the store were restored."""
+    """A rollout step failed; the message says which version is attached and what the store holds."""
 
 
 class CorruptStoreError(UptrkvError, ValueError):

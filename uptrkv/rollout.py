@@ -262,17 +262,29 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
         current.links = []
         for k in the_plan.removed:
             store.delete(k.id)
+            deleted.append(k.id)
 
+    deleted: list[int] = []
     try:
         store.convert(changes, while_unavailable=switch)
     except BaseException as exc:
+        state = "the running version stays attached"
         if not current.links:       # failed after the old version detached: attach it again
-            current.links = _attach(current.obj, old_programs)
+            try:
+                current.links = _attach(current.obj, old_programs)
+                state = "the old version had been detached and is attached again"
+            except Exception as again:  # noqa: BLE001 - reported in the message below
+                state = (f"the old version had been detached and attaching it again failed "
+                         f"({again}): no version is attached")
         _undo(store, new_obj, links, added)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise RolloutError(f"rollout failed while switching to {new_object}: {exc}\n"
-                           f"the running version stays attached and the store is unchanged") from exc
+        if deleted:
+            state += (f"; the keys removed by the new manifest ({', '.join(map(str, deleted))}) "
+                      "were already deleted and stay deleted; every other key has its old value")
+        else:
+            state += " and the store is unchanged"
+        raise RolloutError(f"rollout failed while switching to {new_object}: {exc}\n{state}") from exc
     c = store.last_convert
     times.unavailable, times.grace, times.publish, times.keys = c.unavailable, c.grace, c.publish, c.keys
     current.close()

@@ -23,7 +23,9 @@ Concurrency with BPF programs (no locks; see README "Concurrency"):
 
 One thread of the creating process should own a store's calls.  A fork
 child's copy of the object refuses every call (:class:`StoreOwnerError`);
-the child's copies of the pages read as zeros (``MADV_WIPEONFORK``).
+after a fork that skipped Python's at-fork hooks, every call that could
+reach the kernel map or needs new space still does (a pid check).  The
+child's copies of the pages read as zeros (``MADV_WIPEONFORK``).
 """
 
 from __future__ import annotations
@@ -210,7 +212,17 @@ class KVStore:
             struct.pack_into("Q", buf, self.layout.page_fields[i], page.address)
         return bytes(buf)
 
+    def _check_owner(self) -> None:
+        """StoreOwnerError in a fork child, even one whose fork skipped Python's at-fork hooks
+        (os.getpid() is a syscall: only on paths that reach the kernel map)."""
+        if self._forked or os.getpid() != self._owner:
+            self._forked = True
+            raise StoreOwnerError(
+                f"this store belongs to process {self._owner}; this process ({os.getpid()}, a fork "
+                "child) may not use it: its copies of the pages are wiped; create a store of its own")
+
     def _register(self, flags: int, pages: list[_Page] | None = None) -> None:
+        self._check_owner()
         try:
             self.map.update(self._key, self._value(self._pages if pages is None else pages), flags)
         except LibbpfError as exc:
@@ -227,6 +239,7 @@ class KVStore:
             raise
 
     def _add_page(self) -> None:
+        self._check_owner()
         if len(self._pages) >= self.layout.max_pages:
             raise StoreFullError(f"all {self.layout.max_pages} data pages are in use")
         page = _Page(self.layout.page_size)
@@ -371,6 +384,7 @@ class KVStore:
 
     def _wait_grace(self) -> int:
         """One grace period; then everything quarantined before it is free.  Returns bytes freed."""
+        self._check_owner()
         self._grace()
         self.grace_periods += 1
         return self._alloc.release_quarantine()
@@ -378,6 +392,7 @@ class KVStore:
     def reclaim(self) -> int:
         """Free quarantined space now (one grace period); returns the bytes freed."""
         self._check()
+        self._check_owner()
         self._sync()
         if not self._alloc.quarantined:
             return 0
@@ -389,6 +404,7 @@ class KVStore:
         A grace period is paid only when the value would otherwise need a new
         page (or not fit) while quarantined space could take it.
         """
+        self._check_owner()
         alloc = self._alloc
         try:
             slot = alloc.find(size)
@@ -414,15 +430,26 @@ class KVStore:
             return page.u64[slot.offset >> 3].to_bytes(8, "little")
         if slot.size == 4:
             return page.u32[slot.offset >> 2].to_bytes(4, "little")
+        want = self.layout.encode(slot)
+        deadline = None
         while True:        # seqlock reader: a copy taken while no write was in progress
             entry = self._even(key)
+            if self._location(entry) != want:
+                # A BPF delete (entry 0) or an entry this store did not write.
+                slot = self._valid(key, entry)
+                if slot is None:
+                    raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+                raise self._corrupt(key, entry, "changed while it was read")
             data = bytes(page.view[slot.offset:slot.end])
-            again = self._entries[key]
-            if again == entry:
+            if self._entries[key] == entry:
                 return data
-            if self._location(again) != self._location(entry) or not again & self._init_bit:
-                raise self._corrupt(key, again, "changed while it was read")
-            entry = again
+            # Changed during the copy (a write, or a BPF delete): read the entry again.
+            if deadline is None:
+                deadline = time.monotonic() + SEQ_WAIT_SECONDS
+            elif time.monotonic() > deadline:
+                raise CorruptStoreError(
+                    f"key {key}: the value changed during every copy for {SEQ_WAIT_SECONDS} s "
+                    "(writes without pause); retry get() later", key=key, entry=self._entries[key])
 
     def _write(self, key: int, slot: Slot, data: bytes) -> None:
         """Overwrite a published value in place."""
@@ -433,14 +460,25 @@ class KVStore:
         if slot.size == 4:
             page.u32[slot.offset >> 2] = int.from_bytes(data, "little")
             return
-        while True:        # seqlock writer: even -> odd by compare-and-swap, copy, even again
-            entry = self._even(key)
-            if not entry & self._init_bit:
-                raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
-            if self._words.cas(key, entry, entry + self._seq_one):
-                break
-        page.view[slot.offset:slot.end] = data
-        self._entries[key] = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
+        # Nobody else changes an odd entry, so the count must go even again whatever
+        # happens once it is odd (an exception, a KeyboardInterrupt even as the
+        # compare-and-swap returns): a key left odd is unusable for BPF (-EAGAIN) and
+        # Python alike.  The copy is one slice store, so the value is either the old
+        # or the new one; readers retry either way.
+        words = self._words
+        words.forget()
+        try:
+            while True:    # seqlock writer: even -> odd by compare-and-swap, copy, even again
+                entry = self._even(key)
+                if not entry & self._init_bit:
+                    raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
+                if words.cas(key, entry, entry + self._seq_one):
+                    break
+            page.view[slot.offset:slot.end] = data
+        finally:           # inline (no call): a pending signal could raise at a call's return
+            if words._want is not None and words._expected.value == words._want:    # words.swapped()
+                self._entries[key] = ((entry & ~self._seq_bits)
+                                      | ((entry + 2 * self._seq_one) & self._seq_bits))
 
     # --- public API ------------------------------------------------------------
 
@@ -480,7 +518,14 @@ class KVStore:
         if not entry:
             raise MissingKeyError(f"key {key} holds no value")
         if entry & self.layout.init_bit:
-            self._swap(key, lambda e: 0)
+            try:
+                self._swap(key, lambda e: 0)
+            except CorruptStoreError as exc:
+                # Odd for longer than any write takes: a writer died inside its write.
+                # Dropping the entry is the remedy; a compare-and-swap, so a BPF change
+                # that happened meanwhile is not overwritten blindly.
+                if exc.entry is None or not self._words.cas(key, exc.entry, 0):
+                    raise
         else:
             self._entries[key] = 0
         if self._shadow[key]:
@@ -535,6 +580,7 @@ class KVStore:
         skipped.  Returns the new slots.
         """
         self._check()
+        self._check_owner()
         checked: dict[int, Conversion] = {}
         for key, conv in changes.items():
             self._require(key)
@@ -601,6 +647,7 @@ class KVStore:
     def ensure_pages(self, pages: int) -> None:
         """Register data pages up to ``pages`` now (a later step then needs no syscall)."""
         self._check()
+        self._check_owner()
         while len(self._pages) < pages:
             self._add_page()
 
@@ -699,6 +746,7 @@ class KVStore:
         space is freed by the same grace period.  Returns the bytes moved.
         """
         self._check()
+        self._check_owner()
         if self._staged:
             raise InvalidValueError("cannot compact while values are staged")
         alloc = self._sync()

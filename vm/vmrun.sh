@@ -18,7 +18,7 @@
 #     COMMAND itself passed.
 # The whole console is kept in build/vm-console.log (VM_CONSOLE_LOG).
 #
-# Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (1500 s),
+# Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (2700 s),
 # VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel),
 # VM_KERNEL=bzImage (boot that image, not the cached build).
 #
@@ -69,7 +69,7 @@ fi
 # The console goes through a pipe: QEMU reopens its output by path, which
 # would truncate a file our caller redirected to. Boot noise (kernel lines
 # that are not reports) is kept in the log but not shown; reports are shown.
-timeout=${VM_TIMEOUT:-1500}
+timeout=${VM_TIMEOUT:-2700}
 log "booting $bzimage (TCG ${VM_TCG:-single}, ${VM_CPUS:-2} vCPUs; console: $console_log)"
 set +e
 timeout -k 10 "$timeout" vng "${vng_args[@]}" --verbose --rwdir="$results" \

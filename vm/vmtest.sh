@@ -17,6 +17,10 @@ set +e
 VM_RESULTS=$results "$here/vmrun.sh" sh vm/guest-tests.sh "$@"
 rc=$?
 set -e
+if [ "$rc" -ne 0 ] && [ -s "$results/pytest.log" ] && ! grep -q ' in [0-9.]*s' "$results/pytest.log"; then
+    echo "vmtest: the guest's pytest output ends:" >&2     # cut short by a death or a timeout
+    tail -n 40 "$results/pytest.log" >&2
+fi
 summary=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$results/pytest.log" 2>/dev/null | tail -n 1 | tr -d '=' || true)
 count() { grep -oE "[0-9]+ $1" <<<"$summary" | cut -d' ' -f1 | grep . || echo 0; }
 echo "vmtest: ${summary:-no pytest summary} (exit $rc)"
