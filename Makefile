@@ -14,7 +14,8 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c bpf/bench_seq.bpf.c $(BUILD
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench bench-vm bench-mutations rollout-demo rollout-timing test host-test bpffs clean help
+.PHONY: all bpf demo bench bench-vm bench-mutations rollout-demo rollout-timing test host-test bpffs clean help \
+	kselftest kselftest-install
 all: bpf
 
 bpf: $(BPF_OBJS)
@@ -30,8 +31,13 @@ help:
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
 	@echo "make host-test  the pytest suite on the running kernel only"
+	@echo "make kselftest  the suite as KTAP v1 (ksft/run.sh: exit 0 pass, 1 fail, 4 skip)"
+	@echo "make kselftest-install INSTALL_PATH=DIR  collection uptrkv for the kernel's run_kselftest.sh"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
 	@echo "make vmshell    a shell in the booted patched kernel"
+	@echo "make vmdemo     the demo in the VM (./run demo there when the host kernel has no uptr)"
+	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
+	@echo "make vmstress [KERNEL_DEBUG=1] [CYCLES=10000]  the uptr lifetime stress in the VM"
 	@echo "make vm-repro MODE=single|multi BOOTS=20  the tracepoint int3 reproducer, tallied"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
@@ -77,6 +83,15 @@ test: host-test vmtest
 # Its copy loops must stay loops: BPF cannot call the memcpy clang would make of them.
 $(BUILD)/bpf/bench_size.bpf.o $(BUILD)/bpf/bench_size.dynptr.bpf.o: BPF_CFLAGS += -fno-builtin
 
+# KTAP v1 on stdout; ksft/run.sh exits 0 (pass), 1 (fail) or 4 (all skipped),
+# which make reports as its own error 2 for anything but 0.
+kselftest: bpf bpffs
+	ksft/run.sh
+
+kselftest-install: bpf
+	$(if $(INSTALL_PATH),,$(error set INSTALL_PATH=DIR))
+	ksft/install.sh "$(INSTALL_PATH)"
+
 $(BUILD)/vmlinux.h: $(VMLINUX_BTF)
 	@mkdir -p $(@D)
 	$(BPFTOOL) btf dump file $< format c > $@.tmp && mv $@.tmp $@
@@ -93,7 +108,7 @@ clean:
 	rm -rf $(BUILD)
 
 # --- the patched kernel in a virtme-ng VM (see vm/) ---
-.PHONY: kernel vmtest vmshell vm-repro
+.PHONY: kernel vmtest vmshell vm-repro vmdemo vmtest-all vmstress
 kernel:
 	vm/build-kernel.sh
 
@@ -109,3 +124,18 @@ vm-repro: bpf
 
 vmshell: bpf
 	vm/vmtest.sh --shell
+
+# For hosts whose kernel cannot host a store (./run demo and ./run test
+# choose these there): the demo, and the whole suite with the pure-Python
+# tests, in the guest.
+vmdemo: bpf
+	vm/vmrun.sh $(PYTHON) -m uptrkv.cli demo
+
+# The lifetime proof: the uptr stress with CYCLES (10,000) delete/re-register
+# cycles in the guest; with KERNEL_DEBUG=1 on the KASAN/lockdep kernel.
+vmstress: bpf
+	vm/vmrun.sh env UPTRKV_STRESS_CYCLES=$(or $(CYCLES),10000) sh vm/guest-tests.sh -rA tests/test_uptr_lifetime.py
+
+vmtest-all: bpf
+	vm/vmtest.sh -m "not vmhost" tests
+	$(PYTHON) -m pytest -ra -m vmhost tests

@@ -25,3 +25,15 @@ def test_layout_and_check(kernel, capsys):
     assert "max_keys        1024" in capsys.readouterr().out
     assert main(["check"]) == 0
     assert "uptr KV store supported" in capsys.readouterr().out
+
+
+def test_check_says_when_a_store_cannot_be_hosted(kernel):
+    """./run falls back to the VM on exit 3; a process without BPF privileges gets it."""
+    import subprocess
+    import sys
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          "--inh-caps=-all", sys.executable, "-m", "uptrkv.cli", "check"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60,
+                         cwd="/")
+    assert res.returncode == 3, res.stderr
+    assert "unsupported" in res.stderr and "CAP_BPF" in res.stderr

@@ -14,9 +14,19 @@ def _demo(args) -> int:
     return 0
 
 
+# `uptrkv check` exits with this when the kernel (or this process) cannot
+# host a store; ./run then runs the demo and the tests in the VM instead.
+EXIT_UNSUPPORTED = 3
+
+
 def _check(args) -> int:
+    from .errors import UnsupportedKernelError
     from .support import check_kernel, dynptr_over_uptr_supported
-    print(check_kernel())
+    try:
+        print(check_kernel())
+    except UnsupportedKernelError as exc:
+        print(f"uptrkv: unsupported: {exc}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
     print("dynptr over uptr:", "accepted (patched verifier)" if dynptr_over_uptr_supported()
           else "rejected (stock verifier; the stock copy path is used)")
     return 0
@@ -67,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=25, help="syscalls to make while attached")
     p.add_argument("--copy-path", choices=("auto", "stock", "dynptr"), default=None)
     p.set_defaults(func=_demo)
-    p = sub.add_parser("check", help="probe the kernel for uptr and dynptr-over-uptr support")
+    p = sub.add_parser("check", help="probe the kernel for uptr and dynptr-over-uptr support "
+                       f"(exit {EXIT_UNSUPPORTED}: this kernel cannot host a store)")
     p.set_defaults(func=_check)
     p = sub.add_parser("layout", help="print the store layout read from an object's BTF")
     p.add_argument("object")

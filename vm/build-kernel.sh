@@ -110,5 +110,8 @@ wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buil
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"
 cp "$obj/.config" "$out/config"
 mv "$out/bzImage.tmp" "$out/bzImage"
+# Kept beside the image: how long this build took (configure + make), cold
+# or incremental, for the README's numbers.
+echo "$((SECONDS - build_start))" > "$out/build-seconds"
 log "built $out/bzImage: make took $((SECONDS - build_start)) s"
 echo "$out/bzImage"

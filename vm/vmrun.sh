@@ -19,7 +19,8 @@
 # The whole console is kept in build/vm-console.log (VM_CONSOLE_LOG).
 #
 # Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (2700 s),
-# VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel).
+# VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel),
+# VM_KERNEL=bzImage (boot that image, not the cached build).
 #
 # Why single-threaded TCG: with QEMU's default multi-threaded TCG the guest
 # panicked at random ("Oops: int3" in trace_syscall_enter on every vCPU)
@@ -37,7 +38,8 @@ export PATH=$venv_bin:$PATH
 start=$SECONDS
 log() { printf '[vmrun %4ds] %s\n' $((SECONDS - start)) "$*" >&2; }
 
-bzimage=$("$here/build-kernel.sh")
+# VM_KERNEL=path boots that image instead (a developer's build, say).
+bzimage=${VM_KERNEL:-$("$here/build-kernel.sh")}
 case "${VM_TCG:-single}" in
     single) accel="-accel tcg,thread=single" ;;
     multi) accel="-accel tcg,thread=multi" ;;
