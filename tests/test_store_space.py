@@ -70,11 +70,30 @@ def test_resize_on_full_store_changes_nothing(store):
     store.put(8, b"b" * 2000)               # right after key 0 on page 0
     for key in range(1, 8):
         store.put(key, bytes([key]) * 4096)
-    before = snapshot(store)
+    before, placement = snapshot(store), store.allocator().slots()
     with pytest.raises(StoreFullError):
         store.resize(0, 3000)
     assert snapshot(store) == before
+    assert store.allocator().slots() == placement          # nothing left half-placed
     assert store.resize(0, 1000).offset == 0   # shrinking still works in place
+
+
+def test_convert_whose_new_page_cannot_be_registered_changes_nothing(store, bpf, monkeypatch):
+    store.put(1, b"a" * 4000)
+    store.put(2, b"b" * 8)
+    before, placement, pages = snapshot(store), store.allocator().slots(), store.pages
+    def refused():
+        raise OSError(12, "injected: page registration refused")
+    monkeypatch.setattr(store, "_add_page", refused)
+    with pytest.raises(OSError, match="injected"):
+        store.convert({1: 4096, 2: 100})                    # needs a second page
+    monkeypatch.undo()
+    assert snapshot(store) == before and store.pages == pages
+    assert store.allocator().slots() == placement
+    assert bpf.get(1) == (4000, b"a" * 4000)                 # BPF sees the old entries again
+    assert store.verify() == []
+    store.convert({1: 4096, 2: 100})                          # and the same convert works now
+    assert store.get(1) == b"a" * 4000 + bytes(96) and store.size(2) == 100
 
 
 @pytest.mark.parametrize("key", [-1, 1024, 5000])

@@ -186,10 +186,12 @@ class Allocator:
 
     def place_batch(self, sizes: dict[int, int]) -> dict[int, Slot]:
         """Allocate a batch (key -> size), largest first: the one order both a
-        rollout's dry run and the switch use.  StoreFullError leaves a partial batch
-        reserved: run it on a copy() to find out first."""
-        return {key: self.allocate(size)
-                for key, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
+        rollout's dry run and the switch use.  One pass (place_many): the cost
+        grows with the batch and the gaps, not one page scan per value.
+        StoreFullError leaves the allocator unchanged."""
+        order = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+        placed = self.place_many(size for _, size in order)
+        return {key: Slot(*t) for (key, _), t in zip(order, placed)}
 
     def _gaps(self, page: int) -> list[tuple[int, int]]:
         """Free [start, end) ranges of a page, in order."""

@@ -967,17 +967,25 @@ class KVStore:
 
     def _place_batch(self, moves: Mapping[int, tuple[Slot, int]]) -> dict[int, Slot]:
         """New slots for unavailable keys after a grace period: their old slots are free
-        to reuse.  All or nothing: StoreFullError changes nothing."""
-        sim = self._alloc.copy()
-        for old, _ in moves.values():
-            sim.release(old)
-        wanted = sim.place_batch({key: size for key, (_, size) in moves.items()})
-        while sim.pages > len(self._pages):
-            self._add_page()
-        for old, _ in moves.values():
-            self._alloc.release(old)
-        for slot in wanted.values():
-            self._alloc.reserve(slot)
+        to reuse.  All or nothing: StoreFullError (or a failed page registration)
+        changes nothing.  Works on the allocator itself, no copy: O(moved keys + gaps)."""
+        alloc = self._alloc
+        pages_before = alloc.pages
+        olds = [old for old, _ in moves.values()]
+        for old in olds:
+            alloc.release(old)
+        wanted: dict[int, Slot] = {}
+        try:
+            wanted = alloc.place_batch({key: size for key, (_, size) in moves.items()})
+            while alloc.pages > len(self._pages):
+                self._add_page()
+        except BaseException:
+            for slot in wanted.values():
+                alloc.release(slot)
+            for old in olds:
+                alloc.reserve(old)
+            alloc.pages = pages_before
+            raise
         return wanted
 
     # --- staging: write now, publish later -----------------------------------------
