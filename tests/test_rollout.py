@@ -226,6 +226,10 @@ def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpff
         target.poke()                                       # v1 counts getpid() and read()
         assert wait_for(lambda: u64(store.get(2)) == 2 and _blocked_in_read(target.pid))
         assert u64(store.get(3)) == 0                       # v1's last write: read()
+        # A value no write during the load leaves: a copy taken before the load (the
+        # old staging) would publish 111, and v1's last write (read(): 0) would not
+        # tell such a stale copy from the right value.
+        store.put(3, (111).to_bytes(8, "little"))
 
         def configure_and_write(new_obj):
             configure(new_obj)
