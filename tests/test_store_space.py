@@ -217,3 +217,20 @@ def test_shrink_in_place_quarantines_the_tail(store):
     store.reclaim()
     store.put(4, b"d" * 8)
     assert store.slot(4).offset == 8              # the tail is free after a grace period
+
+
+def test_convert_into_a_reserved_place_frees_the_old_one(store):
+    """convert(places=): the key's old slot is free after the switch, not leaked;
+    and convert_plan(placed=) predicts the placement convert ends with."""
+    for key in (1, 2, 3):
+        store.put(key, bytes([key]) * 8)
+    place = store.reserve_place(16)
+    plan = store.convert_plan({2: 24}, placed=[1])
+    assert store.convert({1: 16, 2: 24}, places={1: place})[1] == place
+    assert sorted(store.allocator().slots()) == sorted(plan.slots())
+    assert sorted(store.allocator().slots()) == sorted(store.slots().values())
+    assert store.get(1) == b"\x01" * 8 + bytes(8) and store.verify() == []
+    for key in (1, 2, 3):
+        store.delete(key)
+    store.reclaim()
+    assert store.allocator().used_bytes == 0              # nothing left behind

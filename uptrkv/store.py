@@ -910,7 +910,8 @@ class KVStore:
                     raise InvalidValueError(f"key {key}: the place given is {slot.size} bytes, "
                                             f"the new value {len(values[key])}")
             placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()
-                                        if key not in places})
+                                        if key not in places},
+                                       free_after=[marked[key][1] for key in values if key in places])
             placed.update({key: places[key] for key in values if key in places})
         except BaseException:
             self._restore(marked)
@@ -923,12 +924,16 @@ class KVStore:
         self.last_convert = ConvertTimes(len(marked), t4 - t0, t2 - t1, t3 - t2, t4 - t3)
         return placed
 
-    def convert_plan(self, changes: Mapping[int, int], deleted: Iterable[int] = ()) -> Allocator:
+    def convert_plan(self, changes: Mapping[int, int], deleted: Iterable[int] = (),
+                     placed: Iterable[int] = ()) -> Allocator:
         """Dry run of convert({key: new size}) after deleting ``deleted``: the
-        placement it would end with.  StoreFullError if it cannot fit."""
+        placement it would end with.  ``placed`` are keys convert() is given a
+        place for (places=): their old slots are freed after the batch is placed.
+        StoreFullError if it cannot fit."""
         sim = self.allocator()
         slots = self.slots()
-        for key in list(deleted) + list(changes):
+        placed = list(placed)
+        for key in list(deleted) + list(changes) + placed:
             if key not in slots:
                 raise MissingKeyError(f"key {key} holds no value")
         for key in deleted:
@@ -937,6 +942,8 @@ class KVStore:
         for key in changes:
             sim.release(slots[key])
         sim.place_batch(dict(changes))
+        for key in placed:
+            sim.release(slots[key])
         return sim
 
     def ensure_pages(self, pages: int) -> None:
@@ -965,9 +972,12 @@ class KVStore:
         for key, (entry, _) in marked.items():
             self._entries[key] = entry
 
-    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]]) -> dict[int, Slot]:
+    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]],
+                     free_after: Iterable[Slot] = ()) -> dict[int, Slot]:
         """New slots for unavailable keys after a grace period: their old slots are free
-        to reuse.  All or nothing: StoreFullError (or a failed page registration)
+        to reuse.  ``free_after`` are the old slots of keys given a reserved place
+        (convert(places=)), freed once the batch is placed (as convert_plan() does).
+        All or nothing: StoreFullError (or a failed page registration)
         changes nothing.  Works on the allocator itself, no copy: O(moved keys + gaps)."""
         alloc = self._alloc
         pages_before = alloc.pages
@@ -975,14 +985,18 @@ class KVStore:
         for old in olds:
             alloc.release(old)
         wanted: dict[int, Slot] = {}
+        freed: list[Slot] = []
         try:
             wanted = alloc.place_batch({key: size for key, (_, size) in moves.items()})
             while alloc.pages > len(self._pages):
                 self._add_page()
+            for old in free_after:
+                alloc.release(old)
+                freed.append(old)
         except BaseException:
             for slot in wanted.values():
                 alloc.release(slot)
-            for old in olds:
+            for old in olds + freed:
                 alloc.reserve(old)
             alloc.pages = pages_before
             raise
