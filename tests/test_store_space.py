@@ -234,3 +234,47 @@ def test_convert_into_a_reserved_place_frees_the_old_one(store):
         store.delete(key)
     store.reclaim()
     assert store.allocator().used_bytes == 0              # nothing left behind
+
+
+def _interrupt_after(monkeypatch, owner, name, nth=1):
+    """Raise KeyboardInterrupt right after the nth call of owner.name returns
+    (where a Ctrl-C can land: between two steps of convert's placement)."""
+    orig, calls = getattr(owner, name), [0]
+    def wrapper(*args, **kwargs):
+        result = orig(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == nth:
+            raise KeyboardInterrupt
+        return result
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+@pytest.mark.parametrize("where", ["the second release of an old slot", "the commit of the batch",
+                                   "the return of the placement", "the free of a reserved key's old slot"])
+def test_convert_interrupted_while_placing_keeps_the_placement(store, bpf, monkeypatch, where):
+    """A KeyboardInterrupt anywhere in convert's placement leaves every entry's slot
+    allocated and no slot allocated that no entry names: a later put must never
+    land on a live value."""
+    from uptrkv.allocator import Allocator
+    for key in range(1, 6):
+        store.put(key, bytes([key]) * 8)
+    before, placement = snapshot(store), sorted(store.allocator().slots())
+    kwargs = {}
+    if where == "the second release of an old slot":
+        _interrupt_after(monkeypatch, Allocator, "release", 2)
+    elif where == "the commit of the batch":
+        _interrupt_after(monkeypatch, Allocator, "commit")
+    elif where == "the return of the placement":
+        _interrupt_after(monkeypatch, store, "_place_batch")
+    else:
+        kwargs["places"] = {4: store.reserve_place(16)}
+        placement = sorted(placement + [kwargs["places"][4]])
+        _interrupt_after(monkeypatch, Allocator, "release", 4)   # 3 moved keys, then key 4's old slot
+    with pytest.raises(KeyboardInterrupt):
+        store.convert({1: 16, 2: 16, 3: 24, **({4: 16} if kwargs else {})}, **kwargs)
+    monkeypatch.undo()
+    assert snapshot(store) == before and store.verify() == []
+    assert sorted(store.allocator().slots()) == placement
+    store.put(10, b"Z" * 8)
+    assert store.slot(10) not in placement and snapshot(store) == {**before, 10: (store.slot(10), b"Z" * 8)}
+    assert bpf.get(1) == (8, b"\x01" * 8)

@@ -880,6 +880,7 @@ class KVStore:
         self._sync()
         t0 = time.perf_counter()
         places = dict(places or {})
+        undo: dict = {}                  # filled by _place_batch, for _unplace on failure
         marked = self._make_unavailable(sorted(changes))
         t1 = time.perf_counter()
         try:
@@ -910,10 +911,11 @@ class KVStore:
                     raise InvalidValueError(f"key {key}: the place given is {slot.size} bytes, "
                                             f"the new value {len(values[key])}")
             placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()
-                                        if key not in places},
+                                        if key not in places}, undo,
                                        free_after=[marked[key][1] for key in values if key in places])
             placed.update({key: places[key] for key in values if key in places})
         except BaseException:
+            self._unplace(undo)          # before the old entries are back: they name the old slots
             self._restore(marked)
             raise
         for key, slot in placed.items():
@@ -972,35 +974,35 @@ class KVStore:
         for key, (entry, _) in marked.items():
             self._entries[key] = entry
 
-    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]],
+    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]], undo: dict,
                      free_after: Iterable[Slot] = ()) -> dict[int, Slot]:
         """New slots for unavailable keys after a grace period: their old slots are free
         to reuse.  ``free_after`` are the old slots of keys given a reserved place
         (convert(places=)), freed once the batch is placed (as convert_plan() does).
-        All or nothing: StoreFullError (or a failed page registration)
-        changes nothing.  Works on the allocator itself, no copy: O(moved keys + gaps)."""
+        Works on the allocator itself, no copy: O(moved keys + gaps).
+
+        ``undo`` (the caller's empty dict) is filled before each change, so that
+        _unplace(undo) puts the allocator back from wherever this stopped (also a
+        KeyboardInterrupt between two steps, or after it returned)."""
         alloc = self._alloc
-        pages_before = alloc.pages
         olds = [old for old, _ in moves.values()]
+        undo["pages"] = alloc.pages
+        undo["freed"] = olds + list(free_after)
         for old in olds:
             alloc.release(old)
-        wanted: dict[int, Slot] = {}
-        freed: list[Slot] = []
-        try:
-            wanted = alloc.place_batch({key: size for key, (_, size) in moves.items()})
-            while alloc.pages > len(self._pages):
-                self._add_page()
-            for old in free_after:
-                alloc.release(old)
-                freed.append(old)
-        except BaseException:
-            for slot in wanted.values():
-                alloc.release(slot)
-            for old in olds + freed:
-                alloc.reserve(old)
-            alloc.pages = pages_before
-            raise
+        wanted = alloc.place_batch({key: size for key, (_, size) in moves.items()}, commit=False)
+        undo["placed"] = list(wanted.values())
+        alloc.commit(wanted.values())
+        while alloc.pages > len(self._pages):
+            self._add_page()
+        for old in undo["freed"][len(olds):]:
+            alloc.release(old)
         return wanted
+
+    def _unplace(self, undo: dict) -> None:
+        """Undo what _place_batch() did (it filled undo); a page it registered stays (empty)."""
+        if undo:
+            self._alloc.undo_batch(undo.get("placed", ()), undo.get("freed", ()), undo["pages"])
 
     # --- staging: write now, publish later -----------------------------------------
 
