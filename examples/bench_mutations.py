@@ -6,7 +6,7 @@
 3. Python put/get of 8- vs 16-byte values;
 4. publishing 100 keys: publish_staged() of the same 100 replacements in a
    100-key and a 1024-key store (O(changed keys): both the same), and
-   convert() of 100 keys with its parts;
+   convert() of 100 keys in the same two stores, with its parts;
 5. rollouts on a live target: how long both versions are attached and how
    long the converted keys are unavailable.
 
@@ -116,7 +116,6 @@ def publish_cost(copy_path: str, rounds: int) -> None:
     objs = [BpfObject(object_path("test_kv_ops", copy_path)).load() for _ in range(2)]
     stores = {100: KVStore.create(objs[0]), 1024: KVStore.create(objs[1])}
     staged = {100: [], 1024: []}
-    conv, parts = [], []
     try:
         for fill, store in stores.items():
             for k in range(fill):
@@ -129,13 +128,15 @@ def publish_cost(copy_path: str, rounds: int) -> None:
                 t = time.perf_counter()
                 store.publish_staged()
                 staged[fill].append(time.perf_counter() - t)
-        store = stores[1024]
+        conv = {100: [], 1024: []}
+        parts = {100: [], 1024: []}
         for r in range(rounds):
             size = 16 if r % 2 == 0 else 8
-            t = time.perf_counter()
-            store.convert({k: size for k in range(100)})
-            conv.append(time.perf_counter() - t)
-            parts.append(store.last_convert)
+            for fill, store in stores.items():
+                t = time.perf_counter()
+                store.convert({k: size for k in range(100)})
+                conv[fill].append(time.perf_counter() - t)
+                parts[fill].append(store.last_convert)
     finally:
         for s in stores.values():
             s.close()
@@ -144,9 +145,14 @@ def publish_cost(copy_path: str, rounds: int) -> None:
     print(f"publish 100 staged replacements (ms, median of {rounds * 3}, interleaved): in a 100-key store "
           f"{med(staged[100]) * 1e3:.3f}, in a 1024-key store {med(staged[1024]) * 1e3:.3f} "
           f"(ratio {med(staged[1024]) / med(staged[100]):.2f})")
-    print(f"convert 100 keys (8 <-> 16 B) in a 1024-key store (ms, median of {rounds}): total "
-          f"{med(conv) * 1e3:.2f}; unavailable {med(p.unavailable for p in parts) * 1e3:.2f}, of which grace "
-          f"period {med(p.grace for p in parts) * 1e3:.2f} and copy+publish {med(p.publish for p in parts) * 1e3:.2f}")
+    for fill in (100, 1024):
+        p = parts[fill]
+        print(f"convert 100 keys (8 <-> 16 B) in a {fill}-key store (ms, median of {rounds}): total "
+              f"{med(conv[fill]) * 1e3:.2f}; unavailable {med(x.unavailable for x in p) * 1e3:.2f}, of which "
+              f"grace period {med(x.grace for x in p) * 1e3:.2f} and copy+publish {med(x.publish for x in p) * 1e3:.2f}")
+    work = {fill: med(x.unavailable - x.grace for x in parts[fill]) for fill in (100, 1024)}
+    print(f"convert's own work in the window (unavailable minus the grace period), 1024-key / 100-key "
+          f"store: {work[1024] * 1e3:.3f} / {work[100] * 1e3:.3f} ms (ratio {work[1024] / work[100]:.2f})")
 
 
 def rollout_window(copy_path: str, rounds: int) -> None:

@@ -24,6 +24,11 @@ KV_TEST_GET, KV_TEST_PUT, KV_TEST_DELETE = 1, 2, 3
 # A target process for stores owned by another process: it makes syscalls forever.
 CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
 
+# A target that runs (never stopped) but makes a syscall only when poked:
+# it blocks in read() on its stdin; each byte makes it call getpid() (39),
+# then read() (0) again.  So the last syscall number it entered is 0.
+POKED = "import os\nwhile os.read(0, 1):\n    os.getpid()\n"
+
 
 def wait_for(cond, timeout=60.0):
     """Poll cond until it holds (BPF runs in another task) or the timeout passes.
@@ -42,8 +47,8 @@ def wait_for(cond, timeout=60.0):
 class Target:
     """A child process making syscalls (on ``cpu`` if given); stop() freezes it."""
 
-    def __init__(self, cpu: int | None = None, code: str = CHILD):
-        self.proc = subprocess.Popen([sys.executable, "-c", code])
+    def __init__(self, cpu: int | None = None, code: str = CHILD, stdin=None):
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=stdin)
         self.pid = self.proc.pid
         if cpu is not None:
             os.sched_setaffinity(self.pid, {cpu})
@@ -55,7 +60,14 @@ class Target:
     def cont(self):
         os.kill(self.pid, signal.SIGCONT)
 
+    def poke(self):
+        """Wake a POKED target: one getpid(), then it blocks in read() again."""
+        self.proc.stdin.write(b"x")
+        self.proc.stdin.flush()
+
     def kill(self):
+        if self.proc.stdin:
+            self.proc.stdin.close()
         self.proc.kill()
         self.proc.wait()
 

@@ -1,11 +1,12 @@
 """Rollout on real programs attached to tp_btf/sys_enter of a target process."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Target, wait_for
+from conftest import POKED, Target, wait_for
 from uptrkv.errors import RolloutError, StoreFullError
 from uptrkv.loader import BpfObject
 from uptrkv.manifest import load_manifest
@@ -190,3 +191,67 @@ def test_failure_after_the_old_version_detached_says_what_changed(env, monkeypat
     assert env.current is v1 and v1.links and all(not link.closed for link in v1.links)
     runs = u64(store.get(2))
     assert wait_for(lambda: u64(store.get(2)) > runs)         # v1 runs again
+
+
+def _blocked_in_read(pid: int) -> bool:
+    """The poked target sits in read() (syscall 0), asleep: it enters no syscall until poked."""
+    with open(f"/proc/{pid}/syscall") as f:
+        nr = f.read().split()[0]
+    with open(f"/proc/{pid}/stat") as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    return nr == "0" and state == "S"
+
+
+@pytest.mark.parametrize("writer", ["user space", "the old version"])
+def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpffs, writer):
+    """The issue's case: v1 -> v3 (key 3 grows 8 -> 16) with a configure step that
+    writes key 3 while v3 loads.  Staging used to copy key 3 before that, so the
+    switch published a stale value.  The target runs throughout (never stopped); it
+    enters a syscall only when poked, so every BPF write is known exactly."""
+    target = Target(code=POKED, stdin=subprocess.PIPE)
+    manifests = {v: load_manifest(EXAMPLES / f"{v}.toml", object_path(f"rollout_{v}", copy_path))
+                 for v in ("v1", "v3")}
+
+    def configure(obj):
+        obj.globals.set_int("target_tgid", target.pid)
+
+    obj = BpfObject(object_path("rollout_v1", copy_path))
+    configure(obj)
+    obj.load()
+    assert wait_for(lambda: _blocked_in_read(target.pid))  # started up: quiet until poked
+    store = KVStore.create(obj, pid=target.pid, pin_path=os.path.join(bpffs, "kv"))
+    current = start(store, obj, manifests["v1"])
+    try:
+        assert u64(store.get(2)) == 0
+        target.poke()                                       # v1 counts getpid() and read()
+        assert wait_for(lambda: u64(store.get(2)) == 2 and _blocked_in_read(target.pid))
+        assert u64(store.get(3)) == 0                       # v1's last write: read()
+        # A value no write during the load leaves: a copy taken before the load (the
+        # old staging) would publish 111, and v1's last write (read(): 0) would not
+        # tell such a stale copy from the right value.
+        store.put(3, (111).to_bytes(8, "little"))
+
+        def configure_and_write(new_obj):
+            configure(new_obj)
+            if writer == "user space":
+                store.put(3, (222).to_bytes(8, "little"))
+            else:
+                store.put(3, (222).to_bytes(8, "little"))
+                target.poke()                               # v1 overwrites 222 with 39, then 0
+                assert wait_for(lambda: u64(store.get(2)) == 4 and _blocked_in_read(target.pid))
+
+        current = rollout(store, current, object_path("rollout_v3", copy_path), manifests["v3"],
+                          configure=configure_and_write)
+        assert store.size(3) == 16
+        calls = 2 if writer == "user space" else 4
+        assert u64(store.get(2)) == calls                   # no increment lost in the switch
+        last = store.get(3)
+        assert u64(last[:8]) == (222 if writer == "user space" else 0)   # the last write wins
+        assert u64(last[8:]) == 0                           # v3 has not run yet
+        target.poke()                                       # now v3 runs: it counts and writes
+        assert wait_for(lambda: u64(store.get(2)) == calls + 2 and _blocked_in_read(target.pid))
+        assert store.get(3) == (0).to_bytes(8, "little") + (calls + 2).to_bytes(8, "little")
+    finally:
+        current.close()
+        store.close()
+        target.kill()

@@ -70,11 +70,30 @@ def test_resize_on_full_store_changes_nothing(store):
     store.put(8, b"b" * 2000)               # right after key 0 on page 0
     for key in range(1, 8):
         store.put(key, bytes([key]) * 4096)
-    before = snapshot(store)
+    before, placement = snapshot(store), store.allocator().slots()
     with pytest.raises(StoreFullError):
         store.resize(0, 3000)
     assert snapshot(store) == before
+    assert store.allocator().slots() == placement          # nothing left half-placed
     assert store.resize(0, 1000).offset == 0   # shrinking still works in place
+
+
+def test_convert_whose_new_page_cannot_be_registered_changes_nothing(store, bpf, monkeypatch):
+    store.put(1, b"a" * 4000)
+    store.put(2, b"b" * 8)
+    before, placement, pages = snapshot(store), store.allocator().slots(), store.pages
+    def refused():
+        raise OSError(12, "injected: page registration refused")
+    monkeypatch.setattr(store, "_add_page", refused)
+    with pytest.raises(OSError, match="injected"):
+        store.convert({1: 4096, 2: 100})                    # needs a second page
+    monkeypatch.undo()
+    assert snapshot(store) == before and store.pages == pages
+    assert store.allocator().slots() == placement
+    assert bpf.get(1) == (4000, b"a" * 4000)                 # BPF sees the old entries again
+    assert store.verify() == []
+    store.convert({1: 4096, 2: 100})                          # and the same convert works now
+    assert store.get(1) == b"a" * 4000 + bytes(96) and store.size(2) == 100
 
 
 @pytest.mark.parametrize("key", [-1, 1024, 5000])
@@ -198,3 +217,64 @@ def test_shrink_in_place_quarantines_the_tail(store):
     store.reclaim()
     store.put(4, b"d" * 8)
     assert store.slot(4).offset == 8              # the tail is free after a grace period
+
+
+def test_convert_into_a_reserved_place_frees_the_old_one(store):
+    """convert(places=): the key's old slot is free after the switch, not leaked;
+    and convert_plan(placed=) predicts the placement convert ends with."""
+    for key in (1, 2, 3):
+        store.put(key, bytes([key]) * 8)
+    place = store.reserve_place(16)
+    plan = store.convert_plan({2: 24}, placed=[1])
+    assert store.convert({1: 16, 2: 24}, places={1: place})[1] == place
+    assert sorted(store.allocator().slots()) == sorted(plan.slots())
+    assert sorted(store.allocator().slots()) == sorted(store.slots().values())
+    assert store.get(1) == b"\x01" * 8 + bytes(8) and store.verify() == []
+    for key in (1, 2, 3):
+        store.delete(key)
+    store.reclaim()
+    assert store.allocator().used_bytes == 0              # nothing left behind
+
+
+def _interrupt_after(monkeypatch, owner, name, nth=1):
+    """Raise KeyboardInterrupt right after the nth call of owner.name returns
+    (where a Ctrl-C can land: between two steps of convert's placement)."""
+    orig, calls = getattr(owner, name), [0]
+    def wrapper(*args, **kwargs):
+        result = orig(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == nth:
+            raise KeyboardInterrupt
+        return result
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+@pytest.mark.parametrize("where", ["the second release of an old slot", "the commit of the batch",
+                                   "the return of the placement", "the free of a reserved key's old slot"])
+def test_convert_interrupted_while_placing_keeps_the_placement(store, bpf, monkeypatch, where):
+    """A KeyboardInterrupt anywhere in convert's placement leaves every entry's slot
+    allocated and no slot allocated that no entry names: a later put must never
+    land on a live value."""
+    from uptrkv.allocator import Allocator
+    for key in range(1, 6):
+        store.put(key, bytes([key]) * 8)
+    before, placement = snapshot(store), sorted(store.allocator().slots())
+    kwargs = {}
+    if where == "the second release of an old slot":
+        _interrupt_after(monkeypatch, Allocator, "release", 2)
+    elif where == "the commit of the batch":
+        _interrupt_after(monkeypatch, Allocator, "commit")
+    elif where == "the return of the placement":
+        _interrupt_after(monkeypatch, store, "_place_batch")
+    else:
+        kwargs["places"] = {4: store.reserve_place(16)}
+        placement = sorted(placement + [kwargs["places"][4]])
+        _interrupt_after(monkeypatch, Allocator, "release", 4)   # 3 moved keys, then key 4's old slot
+    with pytest.raises(KeyboardInterrupt):
+        store.convert({1: 16, 2: 16, 3: 24, **({4: 16} if kwargs else {})}, **kwargs)
+    monkeypatch.undo()
+    assert snapshot(store) == before and store.verify() == []
+    assert sorted(store.allocator().slots()) == placement
+    store.put(10, b"Z" * 8)
+    assert store.slot(10) not in placement and snapshot(store) == {**before, 10: (store.slot(10), b"Z" * 8)}
+    assert bpf.get(1) == (8, b"\x01" * 8)

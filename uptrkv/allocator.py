@@ -184,12 +184,35 @@ class Allocator:
         self.reserve(slot)
         return slot
 
-    def place_batch(self, sizes: dict[int, int]) -> dict[int, Slot]:
+    def place_batch(self, sizes: dict[int, int], commit: bool = True) -> dict[int, Slot]:
         """Allocate a batch (key -> size), largest first: the one order both a
-        rollout's dry run and the switch use.  StoreFullError leaves a partial batch
-        reserved: run it on a copy() to find out first."""
-        return {key: self.allocate(size)
-                for key, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
+        rollout's dry run and the switch use.  One pass (place_many): the cost
+        grows with the batch and the gaps, not one page scan per value.
+        StoreFullError leaves the allocator unchanged; so does commit=False
+        (then commit() reserves the slots returned)."""
+        order = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+        placed = self.place_many((size for _, size in order), commit=commit)
+        return {key: Slot(*t) for (key, _), t in zip(order, placed)}
+
+    def undo_batch(self, placed: Iterable[Slot], freed: Iterable[Slot], pages: int) -> None:
+        """Undo a batch that released ``freed`` and then reserved ``placed``, from
+        wherever it stopped (a KeyboardInterrupt between two steps): what is
+        reserved of placed is released, what is missing of freed reserved again,
+        the pages count put back."""
+        touched = set()
+        for s in placed:
+            used = self._used[s.page]
+            if (s.offset, s.size) in used:
+                used.remove((s.offset, s.size))
+                touched.add(s.page)
+        for s in freed:
+            used = self._used[s.page]
+            if (s.offset, s.size) not in used:
+                bisect.insort(used, (s.offset, s.size))
+                touched.add(s.page)
+        for page in touched:    # commit() may have stopped between a page's extents and its count
+            self._filled[page] = sum(n for _, n in self._used[page])
+        self.pages = pages
 
     def _gaps(self, page: int) -> list[tuple[int, int]]:
         """Free [start, end) ranges of a page, in order."""
@@ -212,8 +235,9 @@ class Allocator:
         """
         return [Slot(*t) for t in self.place_many(sizes)]
 
-    def place_many(self, sizes: Iterable[int]) -> list[tuple[int, int, int]]:
-        """allocate_many() as (page, offset, size) tuples, for callers that encode them at once."""
+    def place_many(self, sizes: Iterable[int], commit: bool = True) -> list[tuple[int, int, int]]:
+        """allocate_many() as (page, offset, size) tuples, for callers that encode them at once.
+        commit=False only finds the places (commit() reserves them)."""
         page_size = self.page_size
         gaps: list[list[tuple[int, int]] | None] = [None] * self.max_pages
         free = [page_size - f for f in self._filled]
@@ -254,14 +278,19 @@ class Allocator:
                 raise StoreFullError(
                     f"no room for a {size}-byte value (value {len(out) + 1} of the batch): "
                     f"all {self.max_pages} pages are full or fragmented; delete keys or compact")
+        if commit:
+            self.commit(out)
+        return out
+
+    def commit(self, places: Iterable[tuple[int, int, int]]) -> None:
+        """Reserve places found by place_many(commit=False) (nothing changed since)."""
         by_page: dict[int, list[tuple[int, int]]] = {}
-        for page, off, size in out:
+        for page, off, size in places:
             by_page.setdefault(page, []).append((off, size))
         for page, extents in by_page.items():
             self._used[page] = sorted(self._used[page] + extents)
             self._filled[page] += sum(n for _, n in extents)
             self.pages = max(self.pages, page + 1)
-        return out
 
     def can_resize_in_place(self, slot: Slot, new_size: int) -> bool:
         """Shrinking always can; growing can if the bytes after it are free and aligned."""

@@ -257,7 +257,7 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
         changes = {n.id: n.size for _, n in the_plan.resized}
         changes.update({n.id: n.initial() for _, n in the_plan.replaced})
         after = store.convert_plan({k: size for k, size in changed.items() if k not in places},
-                                   deleted=[k.id for k in the_plan.removed])
+                                   deleted=[k.id for k in the_plan.removed], placed=list(places))
         store.ensure_pages(after.pages)
     except BaseException as exc:
         _undo(store, new_obj, [], added, places)

@@ -880,6 +880,7 @@ class KVStore:
         self._sync()
         t0 = time.perf_counter()
         places = dict(places or {})
+        undo: dict = {}                  # filled by _place_batch, for _unplace on failure
         marked = self._make_unavailable(sorted(changes))
         t1 = time.perf_counter()
         try:
@@ -910,9 +911,11 @@ class KVStore:
                     raise InvalidValueError(f"key {key}: the place given is {slot.size} bytes, "
                                             f"the new value {len(values[key])}")
             placed = self._place_batch({key: (marked[key][1], len(v)) for key, v in values.items()
-                                        if key not in places})
+                                        if key not in places}, undo,
+                                       free_after=[marked[key][1] for key in values if key in places])
             placed.update({key: places[key] for key in values if key in places})
         except BaseException:
+            self._unplace(undo)          # before the old entries are back: they name the old slots
             self._restore(marked)
             raise
         for key, slot in placed.items():
@@ -923,12 +926,16 @@ class KVStore:
         self.last_convert = ConvertTimes(len(marked), t4 - t0, t2 - t1, t3 - t2, t4 - t3)
         return placed
 
-    def convert_plan(self, changes: Mapping[int, int], deleted: Iterable[int] = ()) -> Allocator:
+    def convert_plan(self, changes: Mapping[int, int], deleted: Iterable[int] = (),
+                     placed: Iterable[int] = ()) -> Allocator:
         """Dry run of convert({key: new size}) after deleting ``deleted``: the
-        placement it would end with.  StoreFullError if it cannot fit."""
+        placement it would end with.  ``placed`` are keys convert() is given a
+        place for (places=): their old slots are freed after the batch is placed.
+        StoreFullError if it cannot fit."""
         sim = self.allocator()
         slots = self.slots()
-        for key in list(deleted) + list(changes):
+        placed = list(placed)
+        for key in list(deleted) + list(changes) + placed:
             if key not in slots:
                 raise MissingKeyError(f"key {key} holds no value")
         for key in deleted:
@@ -937,6 +944,8 @@ class KVStore:
         for key in changes:
             sim.release(slots[key])
         sim.place_batch(dict(changes))
+        for key in placed:
+            sim.release(slots[key])
         return sim
 
     def ensure_pages(self, pages: int) -> None:
@@ -965,20 +974,35 @@ class KVStore:
         for key, (entry, _) in marked.items():
             self._entries[key] = entry
 
-    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]]) -> dict[int, Slot]:
+    def _place_batch(self, moves: Mapping[int, tuple[Slot, int]], undo: dict,
+                     free_after: Iterable[Slot] = ()) -> dict[int, Slot]:
         """New slots for unavailable keys after a grace period: their old slots are free
-        to reuse.  All or nothing: StoreFullError changes nothing."""
-        sim = self._alloc.copy()
-        for old, _ in moves.values():
-            sim.release(old)
-        wanted = sim.place_batch({key: size for key, (_, size) in moves.items()})
-        while sim.pages > len(self._pages):
+        to reuse.  ``free_after`` are the old slots of keys given a reserved place
+        (convert(places=)), freed once the batch is placed (as convert_plan() does).
+        Works on the allocator itself, no copy: O(moved keys + gaps).
+
+        ``undo`` (the caller's empty dict) is filled before each change, so that
+        _unplace(undo) puts the allocator back from wherever this stopped (also a
+        KeyboardInterrupt between two steps, or after it returned)."""
+        alloc = self._alloc
+        olds = [old for old, _ in moves.values()]
+        undo["pages"] = alloc.pages
+        undo["freed"] = olds + list(free_after)
+        for old in olds:
+            alloc.release(old)
+        wanted = alloc.place_batch({key: size for key, (_, size) in moves.items()}, commit=False)
+        undo["placed"] = list(wanted.values())
+        alloc.commit(wanted.values())
+        while alloc.pages > len(self._pages):
             self._add_page()
-        for old, _ in moves.values():
-            self._alloc.release(old)
-        for slot in wanted.values():
-            self._alloc.reserve(slot)
+        for old in undo["freed"][len(olds):]:
+            alloc.release(old)
         return wanted
+
+    def _unplace(self, undo: dict) -> None:
+        """Undo what _place_batch() did (it filled undo); a page it registered stays (empty)."""
+        if undo:
+            self._alloc.undo_batch(undo.get("placed", ()), undo.get("freed", ()), undo["pages"])
 
     # --- staging: write now, publish later -----------------------------------------
 
