@@ -6,7 +6,7 @@
 top=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -gt 0 ] || set -- tests
 UPTRKV_REQUIRE_KERNEL=1 UPTRKV_EXPECT_DYNPTR=1 PYTHONDONTWRITEBYTECODE=1 \
-    "$top/.venv/bin/python" -m pytest -ra -p no:cacheprovider -m "not nokernel and not vmhost" "$@" \
+    "$top/.venv/bin/python" -m pytest -ra -p no:cacheprovider -m "not nokernel and not vmhost" --durations=25 "$@" \
     > "$UPTRKV_RESULTS/pytest.log" 2>&1
 rc=$?
 cat "$UPTRKV_RESULTS/pytest.log"
