@@ -508,8 +508,14 @@ class KVStore:
             self._fast[key] = None            # being written or changed: no cache this time
             return
         page = self._pages[slot.page]
-        self._fast[key] = (entry, page.mm, slice(slot.offset, slot.end), slot.size,
-                           page, slot.offset >> 3, slot.offset >> 2)
+        # (entry, page mmap, slice, size, view for the size's word, word index, page)
+        if slot.size == 8:
+            words, index = page.u64, slot.offset >> 3
+        elif slot.size == 4:
+            words, index = page.u32, slot.offset >> 2
+        else:
+            words, index = None, -1
+        self._fast[key] = (entry, page.mm, slice(slot.offset, slot.end), slot.size, words, index, page)
 
     def _hit(self, key):
         """The cached place of key's value, or None (then take the checked path)."""
@@ -522,60 +528,74 @@ class KVStore:
                 pass
         return None
 
+    # get/put/get_u64/put_u64 repeat _hit() inline: a method call costs as much
+    # as the rest of the fast path.
+
     def get(self, key: int) -> bytes:
         """key's value (a copy)."""
-        hit = self._hit(key)
-        if hit is not None:
-            size = hit[3]
-            if size == 8:
-                return hit[4].u64[hit[5]].to_bytes(8, "little")
-            if size == 4:
-                return hit[4].u32[hit[6]].to_bytes(4, "little")
-            data = hit[1][hit[2]]
-            if self._entries[key] == hit[0]:     # no write began or ended meanwhile
-                return data
+        if key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key]:
+                    size = hit[3]
+                    if size == 8:
+                        return hit[4][hit[5]].to_bytes(8, "little")
+                    if size == 4:
+                        return hit[4][hit[5]].to_bytes(4, "little")
+                    data = hit[1][hit[2]]
+                    if self._entries[key] == hit[0]:     # no write began or ended meanwhile
+                        return data
+            except (IndexError, TypeError):
+                pass
         return self._get_checked(key)
 
     def put(self, key: int, value) -> None:
         """Set key's value; a new key gets space, an existing key keeps its size."""
-        if value.__class__ in _BYTES:
-            hit = self._hit(key)
-            if hit is not None and len(value) == hit[3]:
-                if hit[3] == 8:
-                    hit[4].u64[hit[5]] = int.from_bytes(value, "little")
+        if value.__class__ in _BYTES and key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key] and hit[5] >= 0 and len(value) == hit[3]:
+                    hit[4][hit[5]] = int.from_bytes(value, "little")
                     return
-                if hit[3] == 4:
-                    hit[4].u32[hit[6]] = int.from_bytes(value, "little")
-                    return
+            except (IndexError, TypeError):
+                pass
         self._put_checked(key, value)
 
     def get_u64(self, key: int) -> int:
         """An 8-byte value as an unsigned little-endian integer."""
-        hit = self._hit(key)
-        if hit is not None and hit[3] == 8:
-            return hit[4].u64[hit[5]]
+        if key.__class__ is int and key >= 0:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key] and hit[3] == 8:
+                    return hit[4][hit[5]]
+            except (IndexError, TypeError):
+                pass
         return int.from_bytes(self._sized(key, 8, "get_u64"), "little")
 
     def put_u64(self, key: int, value: int) -> None:
         """Store an unsigned integer in an existing 8-byte key (one aligned store)."""
-        hit = self._hit(key)
-        if hit is not None and hit[3] == 8 and value.__class__ is int and 0 <= value < 1 << 64:
-            hit[4].u64[hit[5]] = value
-            return
+        if key.__class__ is int and key >= 0 and value.__class__ is int and 0 <= value < 1 << 64:
+            try:
+                hit = self._fast[key]
+                if hit[0] == self._entries[key] and hit[3] == 8:
+                    hit[4][hit[5]] = value
+                    return
+            except (IndexError, TypeError):
+                pass
         self._put_int(key, value, 8, "put_u64")
 
     def get_u32(self, key: int) -> int:
         """A 4-byte value as an unsigned little-endian integer."""
         hit = self._hit(key)
         if hit is not None and hit[3] == 4:
-            return hit[4].u32[hit[6]]
+            return hit[4][hit[5]]
         return int.from_bytes(self._sized(key, 4, "get_u32"), "little")
 
     def put_u32(self, key: int, value: int) -> None:
         """Store an unsigned integer in an existing 4-byte key (one aligned store)."""
         hit = self._hit(key)
         if hit is not None and hit[3] == 4 and value.__class__ is int and 0 <= value < 1 << 32:
-            hit[4].u32[hit[6]] = value
+            hit[4][hit[5]] = value
             return
         self._put_int(key, value, 4, "put_u32")
 
@@ -605,7 +625,7 @@ class KVStore:
         if dst.nbytes < size:
             raise InvalidValueError(f"key {key} holds {size} bytes, the buffer has {dst.nbytes}")
         if data is None:
-            dst[:size] = hit[4].view[hit[2]]
+            dst[:size] = hit[6].view[hit[2]]
             if self._entries[key] == hit[0]:     # seqlock reader: nothing wrote it meanwhile
                 return size
             data = self._get_checked(key)
