@@ -96,6 +96,27 @@ def test_convert_whose_new_page_cannot_be_registered_changes_nothing(store, bpf,
     assert store.get(1) == b"a" * 4000 + bytes(96) and store.size(2) == 100
 
 
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_convert_interrupted_while_publishing_still_publishes_every_key(store, bpf, monkeypatch, at):
+    for key in range(3):
+        store.put(key, bytes([key + 1]) * 8)
+    real, calls = store._publish, []
+    def interrupted(key, slot):
+        calls.append(key)
+        if len(calls) == at + 1:
+            real(key, slot)
+            raise KeyboardInterrupt
+        real(key, slot)
+    monkeypatch.setattr(store, "_publish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.convert({0: 16, 1: 16, 2: 16})
+    monkeypatch.undo()
+    for key in range(3):
+        assert store.get(key) == bytes([key + 1]) * 8 + bytes(8)
+        assert bpf.get(key) == (16, bytes([key + 1]) * 8 + bytes(8))   # available to BPF too
+    assert store.verify() == []
+
+
 @pytest.mark.parametrize("key", [-1, 1024, 5000])
 def test_bad_keys(store, key):
     with pytest.raises(InvalidKeyError, match="outside 0..1023"):

@@ -938,10 +938,25 @@ class KVStore:
             self._unplace(undo)          # before the old entries are back: they name the old slots
             self._restore(marked)
             raise
-        for key, slot in placed.items():
-            self._pages[slot.page].view[slot.offset:slot.end] = values[key]
-        for key, slot in placed.items():
-            self._publish(key, slot)
+        # From here every key must be published, even if an exception (a
+        # KeyboardInterrupt) arrives midway: a key left unavailable is lost
+        # to BPF (-EAGAIN) and Python alike.  New space, unseen by BPF until
+        # published: writing it again is harmless.
+        items = list(placed.items())
+        done = 0
+        try:
+            for key, slot in items:
+                self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+            while done < len(items):
+                self._publish(*items[done])
+                done += 1
+        except BaseException:
+            for key, slot in items[done:]:
+                if self._entries[key] & ~self._seq_bits == self.layout.encode(slot):
+                    continue                     # published just before the exception
+                self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+                self._publish(key, slot)
+            raise
         t4 = time.perf_counter()
         self.last_convert = ConvertTimes(len(marked), t4 - t0, t2 - t1, t3 - t2, t4 - t3)
         return placed
@@ -1090,7 +1105,7 @@ class KVStore:
             raise InvalidValueError("cannot compact while values are staged")
         alloc = self._sync()
         sim = alloc.copy()
-        sim.release_quarantine()
+        sim.release_quarantine(keep=self._held_slots())    # as the grace period below will
         plan: dict[int, Slot] = {}
         held = {k for _, slots in self._holds.values() for k in slots}
         for old, key in sorted((self._slot(k), k) for k in self.keys() if k not in held):
