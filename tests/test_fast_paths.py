@@ -199,6 +199,11 @@ def test_cached_value_being_written_is_not_read_torn(store, bpf, monkeypatch):
     lay = store.layout
     assert (store.raw_entry(4) >> lay.seq_shift) & lay.seq_mask == 2
     assert store.get(4) == b"y" * 16 and bpf.get(4) == (16, b"y" * 16)
+    for n in range(3, 12):                             # cached writes keep the cache in step
+        store.put(4, bytes([n]) * 16)
+        assert (store.raw_entry(4) >> lay.seq_shift) & lay.seq_mask == (2 * (n - 1)) % 16
+        assert bpf.get(4) == (16, bytes([n]) * 16) and store.get(4) == bytes([n]) * 16
+    assert store.verify() == []
 
 
 def test_put_many_keeps_strict_types_and_the_sequence_count(store, bpf):

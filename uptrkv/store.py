@@ -554,12 +554,32 @@ class KVStore:
         if value.__class__ in _BYTES and key.__class__ is int and key >= 0:
             try:
                 hit = self._fast[key]
-                if hit[0] == self._entries[key] and hit[5] >= 0 and len(value) == hit[3]:
-                    hit[4][hit[5]] = int.from_bytes(value, "little")
-                    return
+                if hit[0] == self._entries[key] and len(value) == hit[3]:
+                    if hit[5] >= 0:
+                        hit[4][hit[5]] = int.from_bytes(value, "little")
+                        return
+                    if self._write_cached(key, hit, value):
+                        return
             except (IndexError, TypeError):
                 pass
         self._put_checked(key, value)
+
+    def _write_cached(self, key: int, hit: tuple, value) -> bool:
+        """_write() at the cached place: the seqlock writer without decoding the entry.
+        False if the entry changed meanwhile (the checked path then decides)."""
+        entry = hit[0]
+        words = self._words
+        words.forget()
+        try:
+            if not words.cas(key, entry, entry + self._seq_one):
+                return False
+            hit[1][hit[2]] = value
+        finally:          # as in _write(): the count goes even again whatever happens
+            if words._want is not None and words._expected.value == words._want:    # words.swapped()
+                new = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
+                self._entries[key] = new
+                self._fast[key] = (new,) + hit[1:]
+        return True
 
     def get_u64(self, key: int) -> int:
         """An 8-byte value as an unsigned little-endian integer."""
