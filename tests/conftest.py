@@ -17,10 +17,11 @@ import time
 
 import pytest
 
+from bpf_ops import BpfOps  # noqa: F401 - the tests import it from here too
+
 REQUIRE_KERNEL = os.environ.get("UPTRKV_REQUIRE_KERNEL") == "1"
 EXPECT_DYNPTR = os.environ.get("UPTRKV_EXPECT_DYNPTR") == "1"
 
-KV_TEST_GET, KV_TEST_PUT, KV_TEST_DELETE = 1, 2, 3
 # A target process for stores owned by another process: it makes syscalls forever.
 CHILD = "import os, time\nwhile True:\n    os.getppid()\n    time.sleep(0.001)\n"
 
@@ -108,33 +109,6 @@ def pytest_generate_tests(metafunc):
     if "copy_path" in metafunc.fixturenames:
         metafunc.parametrize("copy_path", ["stock", "dynptr"] if EXPECT_DYNPTR else ["stock"],
                              scope="module")
-
-
-class BpfOps:
-    """Drives kv_store_get/put/delete in BPF through test_kv_ops and BPF_PROG_TEST_RUN."""
-
-    def __init__(self, obj):
-        self.obj = obj
-        self.g = obj.globals
-        self.prog = obj.program("kv_ops")
-
-    def _run(self, op: int, key: int, size: int) -> int:
-        self.g.set_int("op", op)
-        self.g.set_int("key", key & 0xFFFFFFFF)
-        self.g.set_int("size", size)
-        self.prog.test_run()
-        return self.g.get_int("ret")
-
-    def get(self, key: int, size: int = 4096) -> tuple[int, bytes]:
-        ret = self._run(KV_TEST_GET, key, size)
-        return ret, (self.g.read("buf")[:ret] if ret > 0 else b"")
-
-    def put(self, key: int, data: bytes) -> int:
-        self.g.write("buf", data)
-        return self._run(KV_TEST_PUT, key, len(data))
-
-    def delete(self, key: int) -> int:
-        return self._run(KV_TEST_DELETE, key, 0)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,12 @@ if [ "${1:-}" = "--shell" ]; then
 fi
 [ $# -gt 0 ] || { sed -n '2,8p' "$0" >&2; exit 2; }
 
+# Bytecode for the read-only share: the guest cannot write __pycache__, and
+# compiling every module again in each guest Python process (the tests start
+# many) costs seconds under TCG. A syntax error still fails in the guest.
+"$venv_bin/python" -m compileall -q -j 0 "$top/uptrkv" "$top/tests" "$top/examples" "$top/ksft" \
+    > /dev/null 2>&1 || log "warning: compileall failed (the guest compiles from source)"
+
 console_log=${VM_CONSOLE_LOG:-$top/build/vm-console.log}
 mkdir -p "$(dirname "$console_log")"
 if [ -n "${VM_RESULTS:-}" ]; then

@@ -13,7 +13,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import BpfOps  # noqa: E402
+from bpf_ops import BpfOps  # noqa: E402
 from uptrkv.errors import InvalidValueError  # noqa: E402
 from uptrkv.loader import BpfObject  # noqa: E402
 from uptrkv.objects import object_path  # noqa: E402

@@ -14,7 +14,7 @@ from uptrkv.loader import BpfObject
 from uptrkv.objects import object_path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import BpfOps  # noqa: E402
+from bpf_ops import BpfOps  # noqa: E402
 from uptrkv.store import KVStore  # noqa: E402
 
 
