@@ -193,3 +193,31 @@ def test_switch_failing_after_the_old_detach_gives_the_old_version_its_holds_bac
     live.current = rollout(store, live.current, object_path("known_v2", live.copy_path),
                            live.manifests["v2"], configure=live.configure)
     assert store.size(3) == 16 and store.holders(3) == [live.current.obj]
+
+
+def test_put_of_a_bpf_deleted_held_key_goes_back_to_its_held_place(known, store, bpf):
+    slot = store.slot(COUNTER)
+    assert bpf.delete(COUNTER) == 0               # BPF unpublishes it; the known program still uses it
+    store.put(COUNTER, struct.pack("<Q", 7))      # republished while held: where the program looks
+    assert store.slot(COUNTER) == slot
+    bump(known)
+    assert store.get_u64(COUNTER) == 8
+    assert bpf.delete(COUNTER) == 0 and bpf.delete(BLOB) == 0
+    with pytest.raises(KeyHeldError, match="cannot put key 10 anew"):
+        store.put_many({COUNTER: bytes(16), 300: bytes(8)})       # not the held size: nothing changes
+    assert COUNTER not in store and 300 not in store
+    store.put_many({COUNTER: struct.pack("<Q", 1), BLOB: struct.pack("<3Q", 1, 2, 0), 300: bytes(8)})
+    assert store.slot(COUNTER) == slot
+    bump(known)
+    assert store.get_u64(COUNTER) == 2 and struct.unpack("<3Q", store.get(BLOB)) == (1, 2, 3)
+    assert store.verify() == []
+
+
+def test_staged_value_of_a_held_key_cannot_move_it(known, store):
+    slot = store.slot(COUNTER)
+    store.stage(COUNTER, struct.pack("<Q", 7))
+    with pytest.raises(KeyHeldError, match="cannot publish a staged value for key 10"):
+        store.publish_staged()
+    assert store.slot(COUNTER) == slot
+    bump(known)
+    assert store.get_u64(COUNTER) == 42

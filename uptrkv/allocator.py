@@ -157,6 +157,12 @@ class Allocator:
             raise ValueError(f"{slot} is already quarantined")
         self._quarantine.add(slot)
 
+    def unretire(self, slot: Slot) -> None:
+        """A quarantined slot holds a value again (the same key's, at the place a program knows)."""
+        if slot not in self._quarantine:
+            raise ValueError(f"{slot} is not quarantined")
+        self._quarantine.discard(slot)
+
     def shrink(self, slot: Slot, size: int) -> Slot:
         """Shrink slot in place; its tail is retired, not freed."""
         if not 1 <= size < slot.size:

@@ -690,9 +690,14 @@ class KVStore:
             return
         if key in self._staged:
             raise InvalidValueError(f"key {key} has a staged value; publish_staged() or discard_staged() first")
+        held = self._held_place(key, len(value))
         if self._shadow[key]:
             self._forget(key)                    # BPF deleted it: its old space waits out a grace period
-        slot = self._place(len(value))
+        if held is not None:
+            self._alloc.unretire(held)           # back where the programs holding it look
+            slot = held
+        else:
+            slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
         self._publish(key, slot)
 
@@ -706,6 +711,7 @@ class KVStore:
         """
         self._check()
         pairs = list(items.items() if hasattr(items, "items") else items)
+        pairs_value: dict[int, bytes] = {}
         seen: set[int] = set()
         updates, new_keys, new_values = [], [], []
         for key, value in pairs:
@@ -728,6 +734,15 @@ class KVStore:
                         f"key {key} has a staged value; publish_staged() or discard_staged() first")
                 new_keys.append(key)
                 new_values.append(value)
+                pairs_value[key] = value
+        held = {}
+        for key, value in zip(new_keys, new_values):
+            slot = self._held_place(key, len(value))
+            if slot is not None:
+                held[key] = slot
+        if held:                                 # known keys BPF deleted: back to their held places
+            new_values = [v for k, v in zip(new_keys, new_values) if k not in held]
+            new_keys = [k for k in new_keys if k not in held]
         if new_keys:
             alloc = self._sync()
             for key in new_keys:
@@ -749,6 +764,14 @@ class KVStore:
             while len(self._pages) < need:
                 self._add_page()
             self._alloc = trial
+        if held:
+            alloc = self._sync()
+            for key, slot in held.items():
+                if self._shadow[key]:
+                    self._forget(key)
+                alloc.unretire(slot)
+                self._pages[slot.page].view[slot.offset:slot.end] = pairs_value[key]
+                self._publish(key, slot)
         for key, slot, value in updates:
             self._write(key, slot, value)
         if new_keys:
@@ -810,6 +833,23 @@ class KVStore:
                 f"cannot {action} key {key}: {who} resolved its place when it was loaded (a known key) "
                 f"and uses it there; roll out a version that does not need it "
                 f"(uptrkv.rollout.rollout) or close that object first")
+
+    def _held_place(self, key: int, size: int) -> Slot | None:
+        """Where a new value of key must go because a loaded program resolved its place
+        (a known key BPF deleted): that place, still quarantined for the holder.  None if
+        nobody holds key; KeyHeldError if the value cannot go there.  Changes nothing."""
+        places = {slots[key] for _, slots in self._holds.values() if key in slots}
+        if not places:
+            return None
+        slot = next(iter(places))
+        free = slot in self._alloc.quarantined or slot == self.layout.decode(self._shadow[key])
+        if len(places) > 1 or slot.size != size or not free or key in self._staged:
+            who = ", ".join(sorted({str(getattr(o, "path", None) or repr(o)) for o in self.holders(key)}))
+            raise KeyHeldError(
+                f"cannot put key {key} anew: {who} resolved its place when loaded (a known key) and "
+                f"uses it there ({sorted(places)}); a {size}-byte value can go only to one free "
+                "held place of its size")
+        return slot
 
     def reserve_place(self, size: int) -> Slot:
         """Fresh space no entry names, for a place a program must learn before load
@@ -1085,6 +1125,8 @@ class KVStore:
         write to it that raced with the switch lands in the old bytes.
         """
         self._check()
+        for key in sorted(self._staged):
+            self._check_not_held(key, "publish a staged value for")
         done = []
         for key, slot in sorted(self._staged.items()):
             entry = self.layout.encode(slot)
