@@ -50,6 +50,29 @@ const volatile __u32 key_base = 100;	/* the key of size index n is key_base + n 
 /* Copies of 256 bytes and more: one run per callback call (the verifier walks every 8-byte step). */
 #define INNER(S)	((S) >= 256 ? 1 : BENCH_INNER)
 
+/* get and put of S bytes through a map value: the status quo the store is compared with. */
+#define MAP_CASE(KIND, MAP, S)							\
+BENCH_N(KIND##_get_##S, INNER(S), , {					\
+	__u32 zero = 0;								\
+	struct bench_value *v = bpf_map_lookup_elem(&MAP, &zero);		\
+										\
+	if (v) {								\
+		COPY(buf, v, S);						\
+		s++;								\
+	} else									\
+		err++;								\
+})										\
+BENCH_N(KIND##_put_##S, INNER(S), , {					\
+	__u32 zero = 0;								\
+	struct bench_value *v = bpf_map_lookup_elem(&MAP, &zero);		\
+										\
+	buf[0] = i;								\
+	if (v)									\
+		COPY(v, buf, S);						\
+	else									\
+		err++;								\
+})
+
 #define SIZE_CASE(N, S)								\
 BENCH_N(kv_get_##S, INNER(S), struct kv_store_value *kv = c->kv;, {	\
 	bench_fresh(kv);			\
@@ -64,46 +87,8 @@ BENCH_N(kv_put_##S, INNER(S), struct kv_store_value *kv = c->kv;, {	\
 	if (kv_store_put(kv, key_base + N, buf, S))				\
 		err++;								\
 })										\
-BENCH_N(array_get_##S, INNER(S), , {							\
-	__u32 zero = 0;								\
-	struct bench_value *v = bpf_map_lookup_elem(&size_array, &zero);	\
-										\
-	if (v) {								\
-		COPY(buf, v, S);					\
-		s++;								\
-	} else									\
-		err++;								\
-})										\
-BENCH_N(array_put_##S, INNER(S), , {							\
-	__u32 zero = 0;								\
-	struct bench_value *v = bpf_map_lookup_elem(&size_array, &zero);	\
-										\
-	buf[0] = i;								\
-	if (v)									\
-		COPY(v, buf, S);					\
-	else									\
-		err++;								\
-})										\
-BENCH_N(hash_get_##S, INNER(S), , {								\
-	__u32 zero = 0;								\
-	struct bench_value *v = bpf_map_lookup_elem(&size_hash, &zero);		\
-										\
-	if (v) {								\
-		COPY(buf, v, S);					\
-		s++;								\
-	} else									\
-		err++;								\
-})										\
-BENCH_N(hash_put_##S, INNER(S), , {								\
-	__u32 zero = 0;								\
-	struct bench_value *v = bpf_map_lookup_elem(&size_hash, &zero);		\
-										\
-	buf[0] = i;								\
-	if (v)									\
-		COPY(v, buf, S);					\
-	else									\
-		err++;								\
-})
+MAP_CASE(array, size_array, S)						\
+MAP_CASE(hash, size_hash, S)
 
 SIZE_CASE(0, 1)
 SIZE_CASE(1, 2)
