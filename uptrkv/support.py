@@ -19,7 +19,7 @@ from .loader import BpfObject, LoadError
 from .objects import COPY_PATH_ENV, COPY_PATHS, object_path
 from .store import KVStore
 
-CAP_PERFMON, CAP_BPF = 38, 39
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 PROBE = "probe_uptr"
 PROBE_VALUE = 0x7570_7472_6B76_0001
@@ -34,10 +34,13 @@ def _effective_caps() -> int:
 
 
 def _check_privileges() -> None:
+    # Capabilities, not the uid: root without them (a container, an empty
+    # bounding set) cannot use BPF either.
     caps = _effective_caps()
-    if os.geteuid() != 0 and not (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1):
+    if not (caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
         raise UnsupportedKernelError(
-            "this process may not use BPF: run as root or with CAP_BPF and CAP_PERFMON")
+            "this process may not use BPF: it needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); "
+            "run as root with its capabilities")
 
 
 @functools.cache
