@@ -117,6 +117,24 @@ def test_convert_interrupted_while_publishing_still_publishes_every_key(store, b
     assert store.verify() == []
 
 
+def test_convert_gives_back_the_place_of_a_key_bpf_deleted(store, bpf, monkeypatch):
+    store.put(1, b"a" * 8)
+    store.put(2, b"b" * 8)
+    place = store.reserve_place(16)             # a rollout reserves key 1's new place
+    used = store.allocator().used_bytes
+    real = store._make_unavailable
+    def bpf_deletes_first(keys):                # a BPF program deletes key 1 as convert starts
+        assert bpf.delete(1) == 0
+        return real(keys)
+    monkeypatch.setattr(store, "_make_unavailable", bpf_deletes_first)
+    assert store.convert({1: 16, 2: 16}, places={1: place}).keys() == {2}
+    monkeypatch.undo()
+    assert 1 not in store and store.get(2) == b"b" * 8 + bytes(8)
+    store.reclaim()                              # the unused place is free after a grace period
+    assert store.allocator().used_bytes == used - 16 - 8 - 8 + 16
+    assert store.verify() == []
+
+
 @pytest.mark.parametrize("key", [-1, 1024, 5000])
 def test_bad_keys(store, key):
     with pytest.raises(InvalidKeyError, match="outside 0..1023"):

@@ -1018,6 +1018,9 @@ class KVStore:
                 self._pages[slot.page].view[slot.offset:slot.end] = values[key]
                 self._publish(key, slot)
             raise
+        for key, slot in places.items():
+            if key not in placed:       # BPF deleted the key before step 1: the place is unused
+                self.retire_place(slot)
         t4 = time.perf_counter()
         self.last_convert = ConvertTimes(len(marked), t4 - t0, t2 - t1, t3 - t2, t4 - t3)
         return placed
