@@ -20,7 +20,8 @@
 #
 # Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (2700 s),
 # VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel),
-# VM_KERNEL=bzImage (boot that image, not the cached build).
+# VM_KERNEL=bzImage (boot that image, not the cached build), VM_APPEND (kernel
+# command line to add).
 #
 # Why single-threaded TCG: with QEMU's default multi-threaded TCG the guest
 # panicked at random ("Oops: int3" in trace_syscall_enter on every vCPU)
@@ -49,6 +50,8 @@ esac
 # QEMU tries KVM and hangs without output.
 vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" -r "$bzimage"
           --rodir="$top" --qemu-opts="$accel")
+# VM_APPEND: more kernel command line (no5lvl, say).
+[ -z "${VM_APPEND:-}" ] || vng_args+=(--append "$VM_APPEND")
 
 if [ "${1:-}" = "--shell" ]; then
     exec vng "${vng_args[@]}"
