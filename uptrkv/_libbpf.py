@@ -105,6 +105,27 @@ class bpf_prog_info(Structure):
     ]
 
 
+class bpf_map_info(Structure):
+    """The start of the kernel's struct bpf_map_info (the kernel fills what fits)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("key_size", c_uint32),
+        ("value_size", c_uint32),
+        ("max_entries", c_uint32),
+        ("map_flags", c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", c_uint32),
+        ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32),
+    ]
+
+
 class btf_type(Structure):
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
 
@@ -171,6 +192,8 @@ SIGNATURES = {
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p], _INT),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _INT),
+    "btf__load_from_kernel_by_id": (c_void_p, [c_uint32], _PTR),
+    "btf__free": (None, [c_void_p], _NONE),
     "btf__type_cnt": (c_uint32, [c_void_p], _NONE),
     "btf__type_by_id": (POINTER(btf_type), [c_void_p, c_uint32], _NONE),
     "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32], _NONE),

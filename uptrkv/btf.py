@@ -113,3 +113,24 @@ class Btf:
             var = self._type(v.type)
             out[self._name(var.contents.name_off)] = (v.offset, v.size)
         return out
+
+
+class _KernelBtf:
+    """Owns BTF loaded from the kernel; frees it with the last Btf that uses it."""
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+    def __del__(self):
+        if self.ptr:
+            lib.btf__free(self.ptr)
+            self.ptr = 0
+
+
+def kernel_btf(btf_id: int) -> Btf:
+    """The BTF object the kernel holds under btf_id (of a loaded map or program).
+
+    How a map pinned by another loader (bpftool, a C agent) tells its layout.
+    """
+    ptr = lib.btf__load_from_kernel_by_id(btf_id)
+    return Btf(ptr, _KernelBtf(ptr))

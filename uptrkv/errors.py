@@ -73,3 +73,19 @@ class CorruptStoreError(UptrkvError, ValueError):
 
 class StoreOwnerError(UptrkvError):
     """This process did not create the store (a fork child): it may not change or read it."""
+
+
+class StoreAccessError(UptrkvError, PermissionError):
+    """A named store's files are not private to this user (owner or mode): refused."""
+
+
+class StoreBusyError(UptrkvError):
+    """Another process is the named store's writer (one at a time)."""
+
+
+class StoreStateError(UptrkvError):
+    """A named store's state file is missing, unreadable or does not match its map or target."""
+
+
+class TargetGoneError(UptrkvError, ProcessLookupError):
+    """The store's target task exited (or its pid now names another task); `uptrkv gc` removes it."""

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from . import _libbpf
 from ._libbpf import U64, LibbpfError, check, hot, lib
-from .btf import Btf
+from .btf import Btf, kernel_btf
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_RDONLY_PROG = 1 << 7
@@ -255,6 +255,13 @@ class BpfMap:
         return True
 
 
+def _map_info(fd: int) -> "_libbpf.bpf_map_info":
+    info = _libbpf.bpf_map_info()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    return info
+
+
 class MapHandle:
     """An fd of its own on a map, independent of the object it came from.
 
@@ -267,10 +274,63 @@ class MapHandle:
         self.name = name
         self.key_size = key_size
         self.value_size = value_size
+        self._info: _libbpf.bpf_map_info | None = None
 
     @classmethod
     def of(cls, m: "BpfMap") -> "MapHandle":
         return cls(os.dup(m.fd), m.name, m.key_size, m.value_size)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> "MapHandle":
+        """Take ownership of fd, a map's; its name and sizes come from the kernel."""
+        try:
+            info = _map_info(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        handle = cls(fd, info.name.decode(errors="replace"), info.key_size, info.value_size)
+        handle._info = info
+        return handle
+
+    @classmethod
+    def open_pinned(cls, path: str | os.PathLike) -> "MapHandle":
+        """The map pinned at path on bpffs (by this project, bpftool or any loader)."""
+        try:
+            fd = lib.bpf_obj_get(os.fsencode(path))
+        except LibbpfError as exc:
+            raise LibbpfError(exc.errno, f"cannot open the map pinned at {os.fspath(path)}") from None
+        return cls.from_fd(fd)
+
+    def info(self) -> "_libbpf.bpf_map_info":
+        if self._info is None:
+            self._info = _map_info(self.fd)
+        return self._info
+
+    @property
+    def type(self) -> int:
+        return self.info().type
+
+    @property
+    def id(self) -> int:
+        """The kernel's id of the map: the same from every fd and every process."""
+        return self.info().id
+
+    @property
+    def btf(self) -> Btf:
+        """The map's BTF as the kernel holds it (the object file is not needed)."""
+        info = self.info()
+        if not info.btf_id:
+            raise LibbpfError(errno.ENOENT, f"map {self.name} (id {info.id}) carries no BTF; "
+                              "load it from an object built with -g")
+        return kernel_btf(info.btf_id)
+
+    @property
+    def source(self) -> str:
+        return f"map {self.name} (id {self.id})"
+
+    def handle(self) -> "MapHandle":
+        """Another fd on the same map."""
+        return MapHandle(os.dup(self.fd), self.name, self.key_size, self.value_size)
 
     @property
     def fd(self) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import mmap
 import os
 import struct
 import threading
@@ -44,18 +43,18 @@ from typing import Callable, Iterable, Mapping, Union
 from . import _atomic
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot, alignment
+from .backing import AnonymousBacking, Page
 from .errors import (CorruptStoreError, InvalidKeyError, InvalidValueError, KeyHeldError,
                      MissingKeyError, StoreClosedError, StoreFullError, StoreOwnerError, UnsupportedKernelError)
 from .grace import grace_period
 from .layout import Layout
-from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject
+from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
 
 BPF_MAP_TYPE_TASK_STORAGE = 29
 PIDFD_THREAD = os.O_EXCL
 DEFAULT_MAP = "kv_store_map"
 _BYTES = (bytes, bytearray)
 _from_bytes = int.from_bytes  # a module global: half the cost of looking it up on int per put   # values whose len() is their size in bytes: taken as they are
-MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)
 # How long a write in progress (odd sequence count) may last before the entry counts as corrupt.
 SEQ_WAIT_SECONDS = 1.0
 
@@ -83,33 +82,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Page:
-    """One anonymous, page-aligned mapping, its address and typed views.
-
-    Private and wiped on fork: a fork child gets zero pages, never the
-    parent's (the kernel keeps the parent's pinned pages with the parent).
-    """
-
-    def __init__(self, size: int):
-        self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        try:
-            self.mm.madvise(MADV_WIPEONFORK)
-        except OSError:
-            self.mm.close()
-            raise
-        anchor = ctypes.c_char.from_buffer(self.mm)
-        self.address = ctypes.addressof(anchor)
-        del anchor
-        self.view = memoryview(self.mm)
-        self.u32 = self.view.cast("I")
-        self.u64 = self.view.cast("Q")
-
-    def close(self) -> None:
-        for v in (self.u64, self.u32, self.view):
-            v.release()
-        self.mm.close()
 
 
 def _pidfd(pid: int | None, tid: int | None) -> tuple[int, str]:
@@ -153,9 +125,32 @@ class KVStore:
     ``grace_periods`` counts the waits, so batching can be checked.
     """
 
-    def __init__(self, kv_map: BpfMap, *, pid: int | None = None, tid: int | None = None,
+    def __init__(self, kv_map: BpfMap | MapHandle, *, pid: int | None = None, tid: int | None = None,
                  pin_path: str | None = None, layout: Layout | None = None,
                  grace: Callable[[], None] | None = None):
+        self._setup(kv_map, layout, grace, pid, tid)
+        self._backing = AnonymousBacking(self.layout.page_size)
+        self.pin_path = pin_path
+        registered = False
+        try:
+            self._map_pages(1)
+            self._register(BPF_NOEXIST)
+            registered = True
+            if pin_path:
+                self.map.pin(pin_path)
+                self._pinned = True
+            self._closed = False
+        except BaseException:
+            if registered:
+                self.map.delete(self._key)      # unpins the pages before we unmap them
+            self._release()
+            raise
+        _live_stores.add(self)
+
+    def _setup(self, kv_map: BpfMap | MapHandle, layout: Layout | None,
+               grace: Callable[[], None] | None, pid: int | None, tid: int | None) -> None:
+        """Everything but the pages: checks, bookkeeping, a pidfd for the task."""
+        self._closed = True
         if kv_map.type != BPF_MAP_TYPE_TASK_STORAGE:
             raise ValueError(f"map {kv_map.name} is not a task storage map")
         self.layout = layout or Layout.from_btf(kv_map.btf, kv_map.source)
@@ -170,37 +165,27 @@ class KVStore:
         self.grace_periods = 0
         self.last_convert = ConvertTimes()
         self.map = kv_map.handle()
-        self.pin_path = pin_path
+        self.pin_path = None
         self._pinned = False
-        self._closed = True
+        self._wal = None                       # a named store logs in-place writes (NamedStore)
         self._pidfd, self.task = _pidfd(pid, tid)
         self._key = struct.pack("i", self._pidfd)
-        self._meta: _Page | None = None
-        self._pages: list[_Page] = []
+        self._meta: Page | None = None
+        self._pages: list[Page] = []
         self._staged: dict[int, Slot] = {}   # written but not yet published
         # Entries as this store last wrote them, sequence counts masked off.
         self._shadow = [0] * self.layout.max_keys
         self._alloc = Allocator(self.layout.page_size, self.layout.max_pages, 1)
         self._init_fast()
         self._holds: dict[int, tuple[object, dict[int, Slot]]] = {}   # id(owner) -> (owner, slots)
-        registered = False
-        try:
-            self._meta = _Page(self.layout.page_size)
-            self._entries = self._meta.u32
-            self._words = _atomic.Words32(self._meta.address, self._meta.u64)
-            self._pages.append(_Page(self.layout.page_size))
-            self._register(BPF_NOEXIST)
-            registered = True
-            if pin_path:
-                self.map.pin(pin_path)
-                self._pinned = True
-            self._closed = False
-        except BaseException:
-            if registered:
-                self.map.delete(self._key)      # unpins the pages before we unmap them
-            self._release()
-            raise
-        _live_stores.add(self)
+
+    def _map_pages(self, data_pages: int) -> None:
+        """Map the metadata page and the first data_pages data pages from the backing."""
+        self._meta = self._backing.meta()
+        self._entries = self._meta.u32
+        self._words = _atomic.Words32(self._meta.address, self._meta.u64)
+        for i in range(data_pages):
+            self._pages.append(self._backing.data(i))
 
     @classmethod
     def create(cls, obj: BpfObject, map_name: str = DEFAULT_MAP, **kwargs) -> "KVStore":
@@ -209,7 +194,7 @@ class KVStore:
 
     # --- registration --------------------------------------------------------
 
-    def _value(self, pages: list[_Page]) -> bytes:
+    def _value(self, pages: list[Page]) -> bytes:
         buf = bytearray(self.layout.value_size)
         struct.pack_into("Q", buf, self.layout.meta_field, self._meta.address)
         for i, page in enumerate(pages):
@@ -225,7 +210,7 @@ class KVStore:
                 f"this store belongs to process {self._owner}; this process ({os.getpid()}, a fork "
                 "child) may not use it: its copies of the pages are wiped; create a store of its own")
 
-    def _register(self, flags: int, pages: list[_Page] | None = None) -> None:
+    def _register(self, flags: int, pages: list[Page] | None = None) -> None:
         self._check_owner()
         try:
             self.map.update(self._key, self._value(self._pages if pages is None else pages), flags)
@@ -246,11 +231,12 @@ class KVStore:
         self._check_owner()
         if len(self._pages) >= self.layout.max_pages:
             raise StoreFullError(f"all {self.layout.max_pages} data pages are in use")
-        page = _Page(self.layout.page_size)
+        page = self._backing.data(len(self._pages))
         try:
             self._register(BPF_EXIST, self._pages + [page])
         except BaseException:
             page.close()
+            self._backing.drop(len(self._pages))
             raise
         self._pages.append(page)
 
@@ -471,6 +457,9 @@ class KVStore:
         # or the new one; readers retry either way.
         words = self._words
         words.forget()
+        wal = self._wal
+        if wal is not None:      # a named store: a writer killed mid-copy is redone from the log
+            wal.begin(key, self.layout.encode(slot), data)
         try:
             while True:    # seqlock writer: even -> odd by compare-and-swap, copy, even again
                 entry = self._even(key)
@@ -483,6 +472,8 @@ class KVStore:
             if words._want is not None and words._expected.value == words._want:    # words.swapped()
                 self._entries[key] = ((entry & ~self._seq_bits)
                                       | ((entry + 2 * self._seq_one) & self._seq_bits))
+            if wal is not None:
+                wal.end()
 
     # --- public API ------------------------------------------------------------
 
@@ -571,6 +562,9 @@ class KVStore:
         entry = hit[0]
         words = self._words
         words.forget()
+        wal = self._wal
+        if wal is not None:
+            wal.begin(key, entry & ~self._seq_bits, value)
         try:
             if not words.cas(key, entry, entry + self._seq_one):
                 return False
@@ -580,6 +574,8 @@ class KVStore:
                 new = (entry & ~self._seq_bits) | ((entry + 2 * self._seq_one) & self._seq_bits)
                 self._entries[key] = new
                 self._fast[key] = (new,) + hit[1:]
+            if wal is not None:
+                wal.end()
         return True
 
     def get_u64(self, key: int) -> int:
@@ -962,7 +958,12 @@ class KVStore:
         t0 = time.perf_counter()
         places = dict(places or {})
         undo: dict = {}                  # filled by _place_batch, for _unplace on failure
-        marked = self._make_unavailable(sorted(changes))
+        self._journal("marked", {key: None if callable(conv) else conv for key, conv in changes.items()})
+        try:
+            marked = self._make_unavailable(sorted(changes))
+        except BaseException:
+            self._journal(None)
+            raise
         t1 = time.perf_counter()
         try:
             if while_unavailable is not None:
@@ -995,9 +996,11 @@ class KVStore:
                                         if key not in places}, undo,
                                        free_after=[marked[key][1] for key in values if key in places])
             placed.update({key: places[key] for key in values if key in places})
+            self._journal("placed", {key: (slot, values[key]) for key, slot in placed.items()})
         except BaseException:
             self._unplace(undo)          # before the old entries are back: they name the old slots
             self._restore(marked)
+            self._journal(None)
             raise
         # From here every key must be published, even if an exception (a
         # KeyboardInterrupt) arrives midway: a key left unavailable is lost
@@ -1018,6 +1021,8 @@ class KVStore:
                 self._pages[slot.page].view[slot.offset:slot.end] = values[key]
                 self._publish(key, slot)
             raise
+        finally:
+            self._journal(None)
         for key, slot in places.items():
             if key not in placed:       # BPF deleted the key before step 1: the place is unused
                 self.retire_place(slot)
@@ -1068,6 +1073,13 @@ class KVStore:
             self._restore(marked)
             raise
         return marked
+
+    def _journal(self, phase: str | None, keys: Mapping | None = None) -> None:
+        """Record a move in progress where a later process finds it (NamedStore); here nothing.
+
+        "marked": keys about to become unavailable, each with its conversion
+        (a size, new bytes, or None for a function); "placed": each key's new
+        slot and value, before any byte of them is written; None: finished."""
 
     def _restore(self, marked: Mapping[int, tuple[int, Slot]]) -> None:
         for key, (entry, _) in marked.items():
@@ -1184,7 +1196,12 @@ class KVStore:
                 sim.reserve(old)
         moved = 0
         if plan or alloc.quarantined:
-            marked = self._make_unavailable(sorted(plan))
+            self._journal("marked", {key: slot.size for key, slot in plan.items()})
+            try:
+                marked = self._make_unavailable(sorted(plan))
+            except BaseException:
+                self._journal(None)
+                raise
             try:
                 self._wait_grace()
                 values = {key: bytes(self._pages[s.page].view[s.offset:s.end])
@@ -1196,11 +1213,13 @@ class KVStore:
                     trial.reserve(plan[key])
             except BaseException as exc:
                 self._restore(marked)
+                self._journal(None)
                 if isinstance(exc, ValueError):
                     raise CorruptStoreError(f"compact() found the placement changed behind its back "
                                             f"({exc}); nothing moved: {'; '.join(self.verify())}",
                                             problems=self.verify()) from exc
                 raise
+            self._journal("placed", {key: (plan[key], values[key]) for key in marked})
             for key, (_, old) in marked.items():
                 alloc.release(old)
             for key in marked:
@@ -1210,12 +1229,14 @@ class KVStore:
                 self._pages[slot.page].view[slot.offset:slot.end] = values[key]
                 self._publish(key, slot)
                 moved += slot.size
+            self._journal(None)
         used_pages = max((s.page + 1 for s in alloc.slots() + alloc.quarantined), default=1)
         if used_pages < len(self._pages):
             self._register(BPF_EXIST, self._pages[:used_pages])
             self._init_fast()
-            for page in self._pages[used_pages:]:
+            for i, page in enumerate(self._pages[used_pages:], used_pages):
                 page.close()
+                self._backing.drop(i)
             del self._pages[used_pages:]
             alloc.pages = used_pages
         return moved

@@ -1,0 +1,199 @@
+"""Named stores on disk: the runtime root, a store's directory, its state file and its lock.
+
+A named store is a directory ``ROOT/NAME`` (ROOT: ``$UPTRKV_ROOT`` or
+``/run/uptrkv``, on tmpfs) holding the page files (see :mod:`.backing`),
+``state.json`` and ``lock``.  The state file says what the pages belong to:
+a format version, the layout identity, the map's pin, the target task (pid
+and start time, so that a reused pid is told apart) and the manifest in
+force.  It is replaced atomically (write a temporary file, rename).
+
+One writer at a time: a writer holds ``flock(LOCK_EX)`` on ``lock`` for as
+long as its store is open; readers take no lock.  A writer that dies loses
+its lock with its file descriptors, so the next one gets in at once.
+
+Access: directories are 0700 and files 0600, owned by the creating user
+(root).  Opening refuses anything a third user could have changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+
+from .errors import StoreAccessError, StoreBusyError, StoreStateError
+
+ROOT_ENV = "UPTRKV_ROOT"
+DEFAULT_ROOT = "/run/uptrkv"
+FORMAT = 1
+STATE = "state.json"
+LOCK = "lock"
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def runtime_root(root: str | os.PathLike | None = None) -> str:
+    return os.fspath(root) if root is not None else os.environ.get(ROOT_ENV, DEFAULT_ROOT)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValueError(f"store name {name!r} is not valid: use 1-64 letters, digits, '_', '.' "
+                         "or '-', not starting with '.' or '-'")
+    return name
+
+
+def task_start_time(pid: int) -> int | None:
+    """The task's start time in clock ticks since boot (/proc/PID/stat field 22), or None
+    if no such task exists.  A pid that is reused gets another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+def _check_secure(path: str, st: os.stat_result, kind: str) -> None:
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise StoreAccessError(
+            f"{path} is owned by uid {st.st_uid}, not by this user ({uid}): refusing a {kind} "
+            "someone else controls")
+    if st.st_mode & 0o022:
+        raise StoreAccessError(
+            f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"refusing a {kind} a third user could change; chmod go-w it if that is intended")
+    if st.st_mode & 0o077 and kind == "store directory":
+        raise StoreAccessError(
+            f"{path} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "store directories are 0700")
+
+
+@dataclass
+class Target:
+    """The task whose BPF programs use the store."""
+
+    pid: int
+    start_time: int
+    tid: int | None = None
+
+    def alive(self) -> bool:
+        """True while the same task runs (not a later task that got its pid)."""
+        return task_start_time(self.tid or self.pid) == self.start_time
+
+
+class StoreDir:
+    """The directory of one named store."""
+
+    def __init__(self, name: str, root: str | os.PathLike | None = None):
+        self.name = check_name(name)
+        self.root = runtime_root(root)
+        self.path = os.path.join(self.root, name)
+        self._lock_fd = -1
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    # --- creation and checks ----------------------------------------------------
+
+    def make(self) -> None:
+        """Create the directory (0700); FileExistsError names the store."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        _check_secure(self.root, os.stat(self.root), "runtime root")
+        try:
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, f"store {self.name!r} already exists in {self.root}; "
+                                  "open it, or destroy it first") from None
+        os.chmod(self.path, 0o700)           # whatever the umask
+
+    def check(self) -> None:
+        """StoreAccessError unless the root, directory and files are this user's and private."""
+        if not os.path.isdir(self.path):
+            raise FileNotFoundError(errno.ENOENT, f"no store {self.name!r} in {self.root}")
+        _check_secure(self.root, os.stat(self.root), "runtime root")
+        st = os.lstat(self.path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreAccessError(f"{self.path} is not a directory")
+        _check_secure(self.path, st, "store directory")
+        for entry in os.scandir(self.path):
+            _check_secure(entry.path, entry.stat(follow_symlinks=False), "store file")
+            if entry.is_symlink():
+                raise StoreAccessError(f"{entry.path} is a symbolic link; store files are plain files")
+
+    # --- state ----------------------------------------------------------------------
+
+    def read_state(self) -> dict:
+        path = self.file(STATE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise StoreStateError(f"store {self.name!r} has no {STATE}: its creator died before "
+                                  f"finishing; `uptrkv gc` removes it") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreStateError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise StoreStateError(f"{path} has format {state.get('format') if isinstance(state, dict) else '?'}; "
+                                  f"this uptrkv reads format {FORMAT}")
+        return state
+
+    def write_state(self, state: dict) -> None:
+        """Replace the state file atomically (a reader sees the old or the new one)."""
+        state = dict(state, format=FORMAT)
+        tmp = self.file(f".{STATE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps(state, indent=1, sort_keys=True).encode() + b"\n")
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.file(STATE))
+
+    # --- the writer lock ------------------------------------------------------------
+
+    def lock(self, wait: bool = False) -> None:
+        """Become the store's one writer; StoreBusyError if another process is (unless wait)."""
+        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreBusyError(f"store {self.name!r} is open for writing by process {holder}; "
+                                 "one writer at a time: close it there, or open read-only") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd >= 0
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def remove(self) -> None:
+        """Delete the directory and its files (the caller removed the element first)."""
+        for entry in os.scandir(self.path):
+            os.unlink(entry.path)
+        os.rmdir(self.path)
+
+
+def list_names(root: str | os.PathLike | None = None) -> list[str]:
+    root = runtime_root(root)
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False)
+                      and NAME_RE.fullmatch(e.name))
+    except FileNotFoundError:
+        return []
