@@ -375,6 +375,12 @@ class MapHandle:
             os.close(self._fd)
             self._fd = -1
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __del__(self):
         self.close()
 

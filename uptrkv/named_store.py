@@ -1,0 +1,445 @@
+"""A store that outlives its process: pages in tmpfs files, found by name.
+
+:class:`NamedStore` is a :class:`~uptrkv.store.KVStore` whose pages are the
+files of a store directory (:mod:`.named`, :mod:`.backing`).  ``create()``
+writes the state file, then registers the pages; ``open()`` from any process
+maps the same files, checks them against the state, the pinned map and the
+target task, becomes the one writer (flock) and repairs what a writer killed
+at any point left behind:
+
+- space: the allocation is derived from the metadata page, never stored, so
+  staged or half-placed values are free again; all free space waits out one
+  grace period before reuse (the dead writer may have freed it a moment
+  before, while a BPF program still used it);
+- in-place writes of values that are not 4 or 8 bytes: the writer logs the
+  new bytes first (``wal``), so a copy cut short is redone;
+- moves (convert, compact, rollout): rolled forward from the journal in the
+  state file (conversions by size or by value; a conversion by a Python
+  function cannot be redone, so those keys get their old value back).
+
+``close()`` unmaps and unlocks; the element, the pages and the files stay.
+``destroy()`` deletes the element, the links pinned for the store and the files.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import mmap
+import os
+import struct
+import threading
+from dataclasses import asdict
+from typing import Callable, Mapping
+
+from ._libbpf import LibbpfError
+from .allocator import Allocator, Slot
+from .backing import FileBacking, require_tmpfs
+from .errors import StoreClosedError, StoreStateError, TargetGoneError, UptrkvError
+from .layout import Layout
+from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
+from .named import StoreDir, Target, list_names, runtime_root, task_start_time
+from .store import DEFAULT_MAP, KVStore, _live_stores
+
+BPFFS_ENV = "UPTRKV_BPFFS"
+DEFAULT_BPFFS = "/sys/fs/bpf/uptrkv"
+WAL = "wal"
+WAL_SIZE = 2 * 4096
+_WAL_HEAD = struct.Struct("<III")        # key + 1 (0: no record), entry location, size
+
+
+def bpffs_root(pin_root: str | os.PathLike | None = None) -> str:
+    return os.fspath(pin_root) if pin_root is not None else os.environ.get(BPFFS_ENV, DEFAULT_BPFFS)
+
+
+class WriteLog:
+    """A redo record of the one in-place write in progress.
+
+    begin() stores the value, then the header last; end() clears the
+    header.  A header found at open names a write that may be cut short:
+    it is done again (a put that never returned then took effect).
+    """
+
+    def __init__(self, path: str, create: bool):
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if os.fstat(fd).st_size != WAL_SIZE:
+                os.ftruncate(fd, WAL_SIZE)
+            self.mm = mmap.mmap(fd, WAL_SIZE, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        self.head = memoryview(self.mm)[:_WAL_HEAD.size].cast("I")
+
+    def begin(self, key: int, location: int, data) -> None:
+        self.head[0] = 0
+        n = len(data)
+        self.mm[16:16 + n] = data
+        self.head[1] = location
+        self.head[2] = n
+        self.head[0] = key + 1
+
+    def end(self) -> None:
+        self.head[0] = 0
+
+    def pending(self) -> tuple[int, int, bytes] | None:
+        key1, location, n = self.head[0], self.head[1], self.head[2]
+        if not key1 or not 1 <= n <= WAL_SIZE - 16:
+            return None
+        return key1 - 1, location, bytes(self.mm[16:16 + n])
+
+    def close(self) -> None:
+        self.head.release()
+        self.mm.close()
+
+
+def layout_identity(layout: Layout) -> dict:
+    """The layout as the state file records it (JSON types)."""
+    return json.loads(json.dumps(asdict(layout)))
+
+
+def _hex(data: bytes) -> str:
+    return bytes(data).hex()
+
+
+class NamedStore(KVStore):
+    """A store with a name, shared by every process that opens it (see the module doc)."""
+
+    # --- create ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, source: BpfObject | BpfMap | MapHandle | str | os.PathLike, name: str, *,
+               map_name: str = DEFAULT_MAP, root: str | os.PathLike | None = None,
+               pin_root: str | os.PathLike | None = None, pid: int | None = None,
+               tid: int | None = None, grace: Callable[[], None] | None = None,
+               manifest: dict | None = None) -> "NamedStore":
+        """A new store named ``name`` for a task (default: the calling thread's process... see KVStore).
+
+        ``source`` is a loaded object (its ``map_name`` map), one of its maps,
+        a map handle, or the path of a map pinned on bpffs by any loader (the
+        layout then comes from the map's BTF in the kernel).  The map gets a
+        pin of its own under ``pin_root`` unless it came from a pin.
+        ``manifest`` (a JSON-able dict) is recorded as the manifest in force.
+        """
+        self = cls.__new__(cls)
+        self._closed = True
+        self._dir = StoreDir(name, root)
+        if pid is None and tid is None:          # the calling thread, as KVStore does
+            tid = threading.get_native_id()
+            if tid == os.getpid():
+                tid, pid = None, tid
+        if isinstance(source, BpfObject):
+            kv_map = source.map(map_name)
+        elif isinstance(source, (str, os.PathLike)):
+            kv_map = MapHandle.open_pinned(source)
+        else:
+            kv_map = source
+        self._setup(kv_map, None, grace, pid, tid)
+        if isinstance(source, (str, os.PathLike)):
+            kv_map.close()
+        self._readonly = False
+        os.makedirs(self._dir.root, mode=0o700, exist_ok=True)
+        require_tmpfs(self._dir.root)
+        if isinstance(source, (str, os.PathLike)):
+            map_pin = os.path.abspath(os.fspath(source))
+        else:
+            map_pin = self._pin_map(bpffs_root(pin_root))
+        start = task_start_time(tid if tid is not None else pid)
+        if start is None:
+            raise TargetGoneError(f"{self.task} has exited")
+        tgt = Target(pid=pid if pid is not None else os.getpid(), start_time=start, tid=tid)
+        self._dir.make()
+        made = True
+        registered = False
+        try:
+            self._dir.lock()
+            self._backing = FileBacking(self._dir.path, self.layout.page_size, create=True)
+            self._wal = WriteLog(self._dir.file(WAL), create=True)
+            self._map_pages(1)
+            self._state = {
+                "name": name,
+                "layout": layout_identity(self.layout),
+                "map": {"pin": map_pin, "id": self.map.id, "name": self.map.name},
+                "target": asdict(tgt),
+                "pin_root": bpffs_root(pin_root),
+                "manifest": manifest,
+                "links": {},
+                "journal": None,
+            }
+            self._dir.write_state(self._state)       # before registering: open() can adopt
+            self._register(BPF_NOEXIST)
+            registered = True
+            self._closed = False
+        except BaseException:
+            if registered:
+                self.map.delete(self._key)
+            self._release()
+            if made:
+                self._dir.remove()
+            raise
+        _live_stores.add(self)
+        return self
+
+    def _pin_map(self, pin_root: str) -> str:
+        """Pin the store's map under pin_root/maps (once per map; shared by its stores)."""
+        maps = os.path.join(pin_root, "maps")
+        os.makedirs(maps, mode=0o700, exist_ok=True)
+        path = os.path.join(maps, f"{self.map.name}-{self.map.id}")   # bpffs refuses dots
+        if os.path.exists(path):
+            with MapHandle.open_pinned(path) as other:
+                if other.id != self.map.id:
+                    raise StoreStateError(f"{path} pins map id {other.id}, not {self.map.id}")
+        else:
+            self.map.pin(path)
+        return path
+
+    # --- open ----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, name: str, *, root: str | os.PathLike | None = None, readonly: bool = False,
+             wait: bool = False, grace: Callable[[], None] | None = None) -> "NamedStore":
+        """Open the store called name from any process.
+
+        A writer (the default) takes the store's lock (StoreBusyError if
+        another process has it, or waits with wait=True), registers the pages
+        again if the element is gone while the target lives (adopting a store
+        whose creator died), and repairs what a killed writer left.  A reader
+        (readonly=True) takes no lock and may only read.
+        """
+        self = cls.__new__(cls)
+        self._closed = True
+        self._dir = d = StoreDir(name, root)
+        d.check()
+        state = d.read_state()
+        if not readonly:
+            d.lock(wait=wait)
+            state = d.read_state()                  # as the last writer left it
+        try:
+            mp = state["map"]
+            try:
+                kv_map = MapHandle.open_pinned(mp["pin"])
+            except LibbpfError as exc:
+                raise StoreStateError(f"store {name!r}: its map pin {mp['pin']} cannot be opened "
+                                      f"({exc.strerror}); the store cannot be used") from None
+            with kv_map:
+                if kv_map.id != mp["id"]:
+                    raise StoreStateError(f"store {name!r}: {mp['pin']} now pins map id {kv_map.id}, "
+                                          f"the store was made in map id {mp['id']}")
+                layout = Layout.from_btf(kv_map.btf, kv_map.source)
+                if layout_identity(layout) != state["layout"]:
+                    raise StoreStateError(f"store {name!r}: the layout of {kv_map.source} differs "
+                                          "from the one the store was made with")
+                tgt = Target(**state["target"])
+                if not tgt.alive():
+                    raise TargetGoneError(f"store {name!r}: its target (pid {tgt.pid}) has exited "
+                                          "or its pid now names another task; `uptrkv gc` removes it")
+                self._setup(kv_map, layout, grace, None if tgt.tid else tgt.pid, tgt.tid)
+            if not tgt.alive():                      # the pidfd is of the right task: check after
+                raise TargetGoneError(f"store {name!r}: its target (pid {tgt.pid}) has exited")
+            self._state = state
+            self._readonly = readonly
+            self._backing = FileBacking(d.path, layout.page_size, create=False)
+            self._map_pages(max(1, self._backing.existing_data_pages()))
+            self._shadow = [self._location(e) for e in self._entries.tolist()]
+            self._closed = False
+            if readonly:
+                self._refuse_writes()
+            else:
+                self._wal = WriteLog(d.file(WAL), create=True)
+                self._adopt()
+        except BaseException:
+            self._closed = True
+            self._release()
+            raise
+        _live_stores.add(self)
+        return self
+
+    def _adopt(self) -> None:
+        """Make the kernel's element name exactly these pages, then repair."""
+        exists = self.map.lookup(self._key) is not None
+        self._register(BPF_EXIST if exists else BPF_NOEXIST)
+        self.repairs: list[str] = []
+        self._replay_write()
+        self._rebuild_allocation()
+        self._finish_journal()
+
+    def _replay_write(self) -> None:
+        rec = self._wal.pending()
+        if rec is None:
+            return
+        key, location, data = rec
+        entry = self._entries[key]
+        slot = self.layout.decode(location | self._init_bit)
+        if entry & self._init_bit and self._location(entry) == location and slot and slot.size == len(data):
+            if entry & self._seq_one:                # cut short inside the copy: we own the odd count
+                self._pages[slot.page].view[slot.offset:slot.end] = data
+                self._entries[key] = (entry & ~self._seq_bits) | ((entry + self._seq_one) & self._seq_bits)
+            else:
+                self._wal.end()
+                self._write(key, slot, data)
+            self.repairs.append(f"key {key}: an in-place write cut short was done again")
+        self._wal.end()
+
+    def _rebuild_allocation(self) -> None:
+        """The allocation from the metadata page (live and unavailable entries; the journal's
+        new places), with every free byte quarantined until one grace period has passed."""
+        lay = self.layout
+        slots = []
+        for key, entry in enumerate(self._entries.tolist()):
+            if entry and not entry & self._init_bit:           # unavailable: its old place
+                entry = (entry & ~self._seq_bits) | self._init_bit
+            if entry:
+                slot = self._valid(key, entry)
+                if slot is not None:
+                    slots.append(slot)
+        journal = self._state.get("journal") or {}
+        for key, (page, off, size, _) in (journal.get("placed") or {}).items():
+            slot = Slot(page, off, size)
+            if slot not in slots:
+                slots.append(slot)
+        alloc = Allocator(lay.page_size, lay.max_pages, len(self._pages))
+        for slot in sorted(set(slots)):
+            alloc.reserve(slot)
+        alloc.pages = max(alloc.pages, len(self._pages))
+        alloc.quarantine_gaps()
+        self._alloc = alloc
+
+    def _finish_journal(self) -> None:
+        """Roll a move a writer left half done forward (or back, for a function's conversion)."""
+        journal = self._state.get("journal") or {}
+        placed = {int(k): v for k, v in (journal.get("placed") or {}).items()}
+        marked = {int(k): v for k, v in (journal.get("marked") or {}).items()}
+        lay = self.layout
+        busy = {k: e for k, e in enumerate(self._entries.tolist()) if e and not e & self._init_bit}
+        for key, (page, off, size, value) in placed.items():
+            slot = Slot(page, off, size)
+            entry = self._entries[key]
+            if entry & self._init_bit and self._location(entry) == lay.encode(slot):
+                continue                                        # published before the writer died
+            if key in busy:
+                old = lay.decode((busy.pop(key) & ~self._seq_bits) | self._init_bit)
+                self._pages[page].view[off:off + size] = bytes.fromhex(value)
+                self._publish(key, slot)
+                self._alloc.retire(old)
+                self.repairs.append(f"key {key}: a move was finished (rolled forward)")
+        forward = {k: marked[k] for k in busy if k in marked and marked[k] is not None and not placed}
+        if forward:
+            olds = {k: lay.decode((busy[k] & ~self._seq_bits) | self._init_bit) for k in forward}
+            values = {}
+            for key, conv in forward.items():
+                old = bytes(self._pages[olds[key].page].view[olds[key].offset:olds[key].end])
+                if isinstance(conv, int):
+                    values[key] = old[:conv] + bytes(max(0, conv - len(old)))
+                else:
+                    values[key] = bytes.fromhex(conv)
+            self._wait_grace()                                # nobody uses the old places now
+            for key, old in olds.items():
+                self._alloc.release(old)
+            for key, value in values.items():
+                slot = self._place(len(value))
+                self._pages[slot.page].view[slot.offset:slot.end] = value
+                self._publish(key, slot)
+                busy.pop(key)
+                self.repairs.append(f"key {key}: a conversion was finished (rolled forward)")
+        for key, entry in busy.items():                        # never journaled, or a function's
+            restored = (entry & ~self._seq_bits) | self._init_bit
+            self._entries[key] = restored
+            self._shadow[key] = restored
+            self.repairs.append(f"key {key}: made available again with its old value (rolled back)")
+        if journal:
+            self._set_state(journal=None)
+
+    # --- journal, state ----------------------------------------------------------------
+
+    def _journal(self, phase: str | None, keys: Mapping | None = None) -> None:
+        if phase is None:
+            if self._state.get("journal") is not None:
+                self._set_state(journal=None)
+            return
+        journal = dict(self._state.get("journal") or {})
+        if phase == "marked":
+            journal = {"marked": {str(k): (v if v is None or isinstance(v, int) else _hex(v))
+                                  for k, v in keys.items()}}
+        else:
+            journal["placed"] = {str(k): [s.page, s.offset, s.size, _hex(v)]
+                                 for k, (s, v) in keys.items()}
+        self._set_state(journal=journal)
+
+    def _set_state(self, **fields) -> None:
+        self._state = dict(self._state, **fields)
+        self._dir.write_state(self._state)
+
+    @property
+    def name(self) -> str:
+        return self._dir.name
+
+    @property
+    def path(self) -> str:
+        return self._dir.path
+
+    @property
+    def state(self) -> dict:
+        """The state file as this process last read or wrote it (a copy)."""
+        return dict(self._state)
+
+    def update_state(self, **fields) -> None:
+        """Record fields (such as ``manifest``) in the state file; writers only."""
+        self._check()
+        self._check_writer("update the state of")
+        self._set_state(**fields)
+
+    def _check_writer(self, what: str) -> None:
+        if self._readonly or not self._dir.locked:
+            raise StoreStateError(f"cannot {what} store {self.name!r}: it was opened read-only")
+
+    def _refuse_writes(self) -> None:
+        def refuse(*args, **kwargs):
+            raise StoreStateError(f"store {self.name!r} was opened read-only; open it "
+                                  "without readonly=True to change it")
+        for name in ("put", "put_u64", "put_u32", "put_many", "delete", "resize", "convert",
+                     "compact", "stage", "publish_staged", "reclaim", "ensure_pages",
+                     "reserve_place", "update_state", "destroy", "hold"):
+            setattr(self, name, refuse)
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the pages and give up the writer lock; the store lives on for other processes."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        wal = getattr(self, "_wal", None)
+        if wal is not None:
+            wal.close()
+            self._wal = None
+        super()._release()
+        d = getattr(self, "_dir", None)
+        if d is not None:
+            d.unlock()
+
+    def destroy(self) -> None:
+        """Delete the element (the kernel unpins the pages), the store's pinned links, and its files."""
+        self._check()
+        self._check_owner()
+        self._check_writer("destroy")
+        for link in list((self._state.get("links") or {}).values()):
+            try:
+                os.unlink(link["pin"])
+            except FileNotFoundError:
+                pass
+        try:
+            self.map.delete(self._key)
+        except LibbpfError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ESRCH):
+                raise
+        d = self._dir
+        self._closed = True
+        self._release()
+        d.remove()
+
+
+def open_store(name: str, **kwargs) -> NamedStore:
+    return NamedStore.open(name, **kwargs)
