@@ -98,6 +98,16 @@ def layout_identity(layout: Layout) -> dict:
     return json.loads(json.dumps(asdict(layout)))
 
 
+class PinnedOwner:
+    """Who holds keys for programs whose links are pinned (named by the state file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"pinned programs {self.path}"
+
+
 def _hex(data: bytes) -> str:
     return bytes(data).hex()
 
@@ -164,11 +174,13 @@ class NamedStore(KVStore):
                 "pin_root": bpffs_root(pin_root),
                 "manifest": manifest,
                 "links": {},
+                "holds": {},
                 "journal": None,
             }
             self._dir.write_state(self._state)       # before registering: open() can adopt
             self._register(BPF_NOEXIST)
             registered = True
+            self._owners = {}
             self._closed = False
         except BaseException:
             if registered:
@@ -247,6 +259,7 @@ class NamedStore(KVStore):
             else:
                 self._wal = WriteLog(d.file(WAL), create=True)
                 self._adopt()
+                self._restore_holds()
         except BaseException:
             self._closed = True
             self._release()
@@ -297,11 +310,19 @@ class NamedStore(KVStore):
             slot = Slot(page, off, size)
             if slot not in slots:
                 slots.append(slot)
+        # Places pinned programs know (known keys) stay theirs even where no entry names them.
+        orphans = set()
+        for held in (self._state.get("holds") or {}).values():
+            for v in held.values():
+                if Slot(*v) not in slots:
+                    orphans.add(Slot(*v))
         alloc = Allocator(lay.page_size, lay.max_pages, len(self._pages))
-        for slot in sorted(set(slots)):
+        for slot in sorted(set(slots) | orphans):
             alloc.reserve(slot)
         alloc.pages = max(alloc.pages, len(self._pages))
         alloc.quarantine_gaps()
+        for slot in orphans:
+            alloc.retire(slot)
         self._alloc = alloc
 
     def _finish_journal(self) -> None:
@@ -348,6 +369,37 @@ class NamedStore(KVStore):
             self.repairs.append(f"key {key}: made available again with its old value (rolled back)")
         if journal:
             self._set_state(journal=None)
+
+    # --- holds that outlive a process ---------------------------------------------------
+
+    def hold_pinned(self, owner: str, keys) -> dict[int, Slot]:
+        """hold() for programs that outlive this process (pinned links): recorded in the
+        state file under ``owner`` and held again by every later open()."""
+        self._check_writer("hold keys of")
+        token = self._owners.setdefault(owner, PinnedOwner(owner))
+        slots = self.hold(keys, token)
+        held = dict(self._state.get("holds") or {})
+        mine = dict(held.get(owner) or {})
+        mine.update({str(k): list(s) for k, s in slots.items()})
+        held[owner] = mine
+        self._set_state(holds=held)
+        return slots
+
+    def release_pinned(self, owner: str) -> dict[int, Slot]:
+        """Drop hold_pinned(owner) (its programs are detached); waits a grace period if needed."""
+        self._check_writer("release keys of")
+        token = self._owners.pop(owner, None)
+        slots = self.release(token) if token is not None else {}
+        held = dict(self._state.get("holds") or {})
+        if held.pop(owner, None) is not None:
+            self._set_state(holds=held)
+        return slots
+
+    def _restore_holds(self) -> None:
+        self._owners: dict[str, PinnedOwner] = {}
+        for owner, slots in (self._state.get("holds") or {}).items():
+            token = self._owners[owner] = PinnedOwner(owner)
+            self.hold({int(k): Slot(*v) for k, v in slots.items()}, token)
 
     # --- journal, state ----------------------------------------------------------------
 
