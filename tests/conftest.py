@@ -150,3 +150,36 @@ NEG = {name: -getattr(errno, name) for name in ("ENOENT", "E2BIG", "EINVAL", "EM
 
 # Modules that compare the two copy paths need a kernel that accepts both.
 collect_ignore_glob = [] if EXPECT_DYNPTR else ["test_vm_*.py"]
+
+
+@pytest.fixture
+def named_roots(kernel, monkeypatch, tmp_path_factory):
+    """A runtime root on tmpfs and a bpffs pin root for named stores, in the environment
+    (so subprocesses find them too), removed afterwards with every store in them."""
+    import shutil
+    import tempfile
+    root = tempfile.mkdtemp(prefix="uptrkv-test-", dir="/dev/shm")
+    os.chmod(root, 0o700)
+    bpffs = "/sys/fs/bpf"
+    if not os.path.ismount(bpffs):
+        subprocess.run(["mount", "-t", "bpf", "bpf", bpffs], check=True)
+    pins = os.path.join(bpffs, f"uptrkv-test-{os.getpid()}-{os.path.basename(root)[-8:].replace('.', '_')}")
+    monkeypatch.setenv("UPTRKV_ROOT", root)
+    monkeypatch.setenv("UPTRKV_BPFFS", pins)
+    yield root, pins
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(pins, ignore_errors=True)
+
+
+def run_python(code_or_path, *args, env=None, timeout=120, check=True):
+    """Run a Python snippet (or a script path) in a fresh interpreter; returns the CompletedProcess."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(here), here, e.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, code_or_path, *args] if code_or_path.endswith(".py") else \
+        [sys.executable, "-c", code_or_path, *args]
+    res = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd[:3]} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res

@@ -25,6 +25,7 @@ import re
 import stat
 from dataclasses import dataclass
 
+from . import _killpoints as _kp
 from .errors import StoreAccessError, StoreBusyError, StoreStateError
 
 ROOT_ENV = "UPTRKV_ROOT"
@@ -115,14 +116,23 @@ class StoreDir:
 
     def check(self) -> None:
         """StoreAccessError unless the root, directory and files are this user's and private."""
-        if not os.path.isdir(self.path):
-            raise FileNotFoundError(errno.ENOENT, f"no store {self.name!r} in {self.root}")
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"no store {self.name!r} in {self.root}") from None
+        except PermissionError:
+            raise StoreAccessError(f"permission denied: store {self.name!r} in {self.root} belongs "
+                                   "to another user (root); run as that user") from None
         _check_secure(self.root, os.stat(self.root), "runtime root")
-        st = os.lstat(self.path)
         if not stat.S_ISDIR(st.st_mode):
             raise StoreAccessError(f"{self.path} is not a directory")
         _check_secure(self.path, st, "store directory")
-        for entry in os.scandir(self.path):
+        try:
+            entries = list(os.scandir(self.path))
+        except PermissionError:
+            raise StoreAccessError(f"permission denied: cannot read {self.path}; "
+                                   "named stores belong to the user that created them") from None
+        for entry in entries:
             _check_secure(entry.path, entry.stat(follow_symlinks=False), "store file")
             if entry.is_symlink():
                 raise StoreAccessError(f"{entry.path} is a symbolic link; store files are plain files")
@@ -153,6 +163,8 @@ class StoreDir:
             os.write(fd, json.dumps(state, indent=1, sort_keys=True).encode() + b"\n")
         finally:
             os.close(fd)
+        if _kp.ARMED:
+            _kp.reached("state.written")
         os.rename(tmp, self.file(STATE))
 
     # --- the writer lock ------------------------------------------------------------

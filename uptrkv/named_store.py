@@ -32,6 +32,7 @@ import threading
 from dataclasses import asdict
 from typing import Callable, Mapping
 
+from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
 from .backing import FileBacking, require_tmpfs
@@ -178,6 +179,8 @@ class NamedStore(KVStore):
                 "journal": None,
             }
             self._dir.write_state(self._state)       # before registering: open() can adopt
+            if _kp.ARMED:
+                _kp.reached("create.state")
             self._register(BPF_NOEXIST)
             registered = True
             self._owners = {}
@@ -343,6 +346,8 @@ class NamedStore(KVStore):
                 self._publish(key, slot)
                 self._alloc.retire(old)
                 self.repairs.append(f"key {key}: a move was finished (rolled forward)")
+                if _kp.ARMED:
+                    _kp.reached("repair.forward")
         forward = {k: marked[k] for k in busy if k in marked and marked[k] is not None and not placed}
         if forward:
             olds = {k: lay.decode((busy[k] & ~self._seq_bits) | self._init_bit) for k in forward}
@@ -362,6 +367,8 @@ class NamedStore(KVStore):
                 self._publish(key, slot)
                 busy.pop(key)
                 self.repairs.append(f"key {key}: a conversion was finished (rolled forward)")
+                if _kp.ARMED:
+                    _kp.reached("repair.forward")
         for key, entry in busy.items():                        # never journaled, or a function's
             restored = (entry & ~self._seq_bits) | self._init_bit
             self._entries[key] = restored

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Union
 
 from . import _atomic
+from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot, alignment
 from .backing import AnonymousBacking, Page
@@ -233,7 +234,12 @@ class KVStore:
             raise StoreFullError(f"all {self.layout.max_pages} data pages are in use")
         page = self._backing.data(len(self._pages))
         try:
+            if _kp.ARMED:
+                _kp.reached("add_page.mapped")
             self._register(BPF_EXIST, self._pages + [page])
+            if _kp.ARMED:
+                _kp.reached("add_page.registered")
+
         except BaseException:
             page.close()
             self._backing.drop(len(self._pages))
@@ -460,6 +466,8 @@ class KVStore:
         wal = self._wal
         if wal is not None:      # a named store: a writer killed mid-copy is redone from the log
             wal.begin(key, self.layout.encode(slot), data)
+            if _kp.ARMED:
+                _kp.reached("write.logged")
         try:
             while True:    # seqlock writer: even -> odd by compare-and-swap, copy, even again
                 entry = self._even(key)
@@ -467,6 +475,11 @@ class KVStore:
                     raise MissingKeyError(f"key {key} holds no value (deleted by BPF meanwhile)")
                 if words.cas(key, entry, entry + self._seq_one):
                     break
+            if _kp.ARMED:
+                _kp.reached("write.odd")
+                half = slot.size // 2
+                page.view[slot.offset:slot.offset + half] = data[:half]
+                _kp.reached("write.torn")
             page.view[slot.offset:slot.end] = data
         finally:           # inline (no call): a pending signal could raise at a call's return
             if words._want is not None and words._expected.value == words._want:    # words.swapped()
@@ -696,6 +709,8 @@ class KVStore:
         else:
             slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
+        if _kp.ARMED:
+            _kp.reached("put.written")
         self._publish(key, slot)
 
     def put_many(self, items) -> None:
@@ -775,8 +790,12 @@ class KVStore:
             views = [p.view for p in self._pages]
             for (page, off, size), value in zip(places, new_values):
                 views[page][off:off + size] = value
-            for key, (page, off, size) in zip(new_keys, places):
+            if _kp.ARMED:
+                _kp.reached("put_many.written")
+            for i, (key, (page, off, size)) in enumerate(zip(new_keys, places)):
                 self._publish(key, Slot(page, off, size))
+                if _kp.ARMED and i == len(new_keys) // 2:
+                    _kp.reached("put_many.half_published")
 
     # --- holds: keys a loaded program resolved (known keys) ----------------------
 
@@ -885,6 +904,8 @@ class KVStore:
                     raise
         else:
             self._entries[key] = 0
+        if _kp.ARMED:
+            _kp.reached("delete.done")
         if self._shadow[key]:
             self._forget(key)
 
@@ -905,6 +926,8 @@ class KVStore:
             new = Slot(old.page, old.offset, size)
             if size > old.size:
                 self._pages[new.page].view[old.end:new.end] = bytes(size - old.size)
+            if _kp.ARMED:
+                _kp.reached("resize.zeroed")
             entry = self.layout.encode(new)
             if not self._swap(key, lambda e: entry) & self.layout.init_bit:
                 self._forget(key)
@@ -959,12 +982,16 @@ class KVStore:
         places = dict(places or {})
         undo: dict = {}                  # filled by _place_batch, for _unplace on failure
         self._journal("marked", {key: None if callable(conv) else conv for key, conv in changes.items()})
+        if _kp.ARMED:
+            _kp.reached("convert.journaled")
         try:
             marked = self._make_unavailable(sorted(changes))
         except BaseException:
             self._journal(None)
             raise
         t1 = time.perf_counter()
+        if _kp.ARMED:
+            _kp.reached("convert.unavailable")
         try:
             if while_unavailable is not None:
                 while_unavailable()
@@ -973,8 +1000,12 @@ class KVStore:
                 if old in held:
                     self._check_not_held(key, "convert")
             t2 = time.perf_counter()
+            if _kp.ARMED:
+                _kp.reached("convert.switched")
             self._wait_grace()
             t3 = time.perf_counter()
+            if _kp.ARMED:
+                _kp.reached("convert.grace")
             olds = {key: bytes(self._pages[s.page].view[s.offset:s.end])
                     for key, (e, s) in marked.items()}
             values = {}
@@ -1009,11 +1040,17 @@ class KVStore:
         items = list(placed.items())
         done = 0
         try:
+            if _kp.ARMED:
+                _kp.reached("convert.placed")
             for key, slot in items:
                 self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+                if _kp.ARMED:
+                    _kp.reached("convert.copying")
             while done < len(items):
                 self._publish(*items[done])
                 done += 1
+                if _kp.ARMED:
+                    _kp.reached("convert.publishing")
         except BaseException:
             for key, slot in items[done:]:
                 if self._entries[key] & ~self._seq_bits == self.layout.encode(slot):
@@ -1064,6 +1101,8 @@ class KVStore:
         marked: dict[int, tuple[int, Slot]] = {}
         try:
             for key in keys:
+                if _kp.ARMED and marked:
+                    _kp.reached("unavailable.some")
                 old = self._swap(key, self.layout.busy)
                 if not old & self.layout.init_bit:
                     self._forget(key)            # deleted by BPF before we got to it
@@ -1131,6 +1170,8 @@ class KVStore:
             raise InvalidValueError(f"key {key} already has a staged value")
         slot = self._place(len(value))
         self._pages[slot.page].view[slot.offset:slot.end] = value
+        if _kp.ARMED:
+            _kp.reached("stage.written")
         self._staged[key] = slot
         return slot
 
@@ -1202,6 +1243,8 @@ class KVStore:
             except BaseException:
                 self._journal(None)
                 raise
+            if _kp.ARMED:
+                _kp.reached("compact.unavailable")
             try:
                 self._wait_grace()
                 values = {key: bytes(self._pages[s.page].view[s.offset:s.end])
@@ -1224,15 +1267,21 @@ class KVStore:
                 alloc.release(old)
             for key in marked:
                 alloc.reserve(plan[key])
+            if _kp.ARMED:
+                _kp.reached("compact.placed")
             for key in marked:
                 slot = plan[key]
                 self._pages[slot.page].view[slot.offset:slot.end] = values[key]
                 self._publish(key, slot)
                 moved += slot.size
+                if _kp.ARMED:
+                    _kp.reached("compact.publishing")
             self._journal(None)
         used_pages = max((s.page + 1 for s in alloc.slots() + alloc.quarantined), default=1)
         if used_pages < len(self._pages):
             self._register(BPF_EXIST, self._pages[:used_pages])
+            if _kp.ARMED:
+                _kp.reached("compact.unregistered")
             self._init_fast()
             for i, page in enumerate(self._pages[used_pages:], used_pages):
                 page.close()

@@ -1,0 +1,215 @@
+"""Named stores across processes: create in one, adopt in another, BPF in a third.
+
+The target runs (never stopped) on another CPU with demo_sys_enter attached:
+BPF counts its syscalls in key 1 and upper-cases key 5 into key 6, so a
+value one process writes is seen by BPF in the target and read back by a
+third process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from conftest import Target, run_python, wait_for
+from uptrkv.errors import (StoreAccessError, StoreBusyError, StoreStateError, TargetGoneError)
+from uptrkv.loader import BpfObject
+from uptrkv.named_store import NamedStore
+from uptrkv.objects import object_path
+
+GREETING = 5
+SHOUT = 6
+
+CREATOR = """
+import os, sys
+from uptrkv.named_store import NamedStore
+s = NamedStore.create(sys.argv[1], "demo", pid=int(sys.argv[2]))
+s.put_many({1: bytes(8), 2: bytes(8), 3: (59).to_bytes(4, "little"), 4: bytes(8),
+            5: b"hello, world!!!!", 6: bytes(16)})
+print(s.path)
+os._exit(0)          # dies without close(): nothing deletes the element
+"""
+
+WRITER = """
+import sys
+from uptrkv.named_store import NamedStore
+s = NamedStore.open("demo")
+s.put(5, sys.argv[1].encode().ljust(16, b"\\0"))
+for k in range(100, 112):            # two more pages, then give them back
+    s.put(k, bytes([k]) * 1000)
+assert s.pages >= 3, s.pages
+for k in range(100, 112):
+    s.delete(k)
+s.compact()
+print(s.pages, s.repairs)
+s.close()
+"""
+
+
+@pytest.fixture
+def demo(named_roots, copy_path, other_cpu):
+    """demo_sys_enter attached for a running target; its map pinned where a creator finds it."""
+    target = Target(cpu=other_cpu)
+    obj = BpfObject(object_path("demo_sys_enter", copy_path))
+    obj.globals.set_int("target_tgid", target.pid)
+    obj.load()
+    link = obj.program("demo_sys_enter").attach()
+    pin = os.path.join(named_roots[1], "demo_map")
+    os.makedirs(named_roots[1], exist_ok=True)
+    obj.map("kv_store_map").pin(pin)
+    try:
+        yield target, pin
+    finally:
+        link.close()
+        obj.close()
+        target.kill()
+
+
+def test_a_store_outlives_its_creator_and_another_process_changes_it(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    reader = NamedStore.open("demo", readonly=True)
+    try:
+        assert wait_for(lambda: reader.get_u64(1) > 10), "BPF in the target never counted"
+        assert wait_for(lambda: reader.get(SHOUT) == b"HELLO, WORLD!!!!")
+        out = run_python(WRITER, "greetings, bpf")
+        assert out.stdout.split()[0] == "1"          # compacted back to one data page
+        assert wait_for(lambda: reader.get(SHOUT) == b"GREETINGS, BPF\0\0")
+        before = reader.get_u64(1)
+        assert wait_for(lambda: reader.get_u64(1) > before), "BPF stopped counting after the changes"
+    finally:
+        reader.close()
+    with NamedStore.open("demo") as s:
+        assert s.verify() == []
+        s.destroy()
+    assert not os.path.exists(os.path.join(os.environ["UPTRKV_ROOT"], "demo"))
+
+
+def test_one_writer_at_a_time_readers_take_no_lock(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    w = NamedStore.open("demo")
+    try:
+        with pytest.raises(StoreBusyError, match=f"open for writing by process {os.getpid()}"):
+            NamedStore.open("demo")
+        res = run_python("from uptrkv.named_store import NamedStore\nNamedStore.open('demo')", check=False)
+        assert res.returncode == 1 and "StoreBusyError" in res.stderr
+        r = NamedStore.open("demo", readonly=True)
+        w.put(5, b"from the writer\0")
+        assert r.get(5) == b"from the writer\0"
+        with pytest.raises(StoreStateError, match="read-only"):
+            r.put(5, b"x" * 16)
+        r.close()
+    finally:
+        w.close()
+    # the lock went with the writer's close: another process gets it now
+    run_python("from uptrkv.named_store import NamedStore\nNamedStore.open('demo').destroy()")
+
+
+def test_a_writer_killed_holding_the_lock_releases_it(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    holder = subprocess.Popen(
+        [os.sys.executable, "-c", "import time\nfrom uptrkv.named_store import NamedStore\n"
+         "s = NamedStore.open('demo')\nprint('locked', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(StoreBusyError):
+        NamedStore.open("demo")
+    holder.kill()
+    holder.wait()
+    with NamedStore.open("demo") as s:
+        assert s.get(5) == b"hello, world!!!!"
+        s.destroy()
+
+
+def test_an_element_deleted_behind_the_stores_back_is_registered_again(demo):
+    """The element is gone (an owner's close() in the old model, a manual delete) while
+    the target lives: open() adopts the files and BPF sees the same values again."""
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    with NamedStore.open("demo") as s:
+        s.map.delete(s._key)
+    with NamedStore.open("demo", readonly=True) as r:
+        n = r.get_u64(1)
+        assert not wait_for(lambda: r.get_u64(1) != n, timeout=0.5), "BPF counted without an element"
+    with NamedStore.open("demo") as s:              # adopts: registers the pages again
+        assert wait_for(lambda: s.get_u64(1) > n)
+        s.destroy()
+
+
+def test_a_target_that_exits_takes_its_element_and_open_says_so(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    target.kill()
+    with pytest.raises(TargetGoneError, match="gc"):
+        NamedStore.open("demo")
+
+
+def test_a_reused_pid_is_told_apart_by_its_start_time(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    path = os.path.join(os.environ["UPTRKV_ROOT"], "demo", "state.json")
+    state = json.load(open(path))
+    state["target"]["start_time"] -= 1               # as if the pid now named a later task
+    json.dump(state, open(path, "w"))
+    with pytest.raises(TargetGoneError, match="another task"):
+        NamedStore.open("demo")
+
+
+@pytest.mark.parametrize("change", ["group-writable", "other-owner", "open-directory"])
+def test_open_refuses_files_others_could_change(demo, change):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    d = os.path.join(os.environ["UPTRKV_ROOT"], "demo")
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert {stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode) for f in os.listdir(d)} == {0o600}
+    if change == "group-writable":
+        os.chmod(os.path.join(d, "page0"), 0o620)
+        match = "writable by group or others"
+    elif change == "other-owner":
+        os.chown(os.path.join(d, "meta"), 65534, 65534)
+        match = "owned by uid 65534"
+    else:
+        os.chmod(d, 0o755)
+        match = "store directories are 0700"
+    with pytest.raises(StoreAccessError, match=match):
+        NamedStore.open("demo")
+    with pytest.raises(StoreAccessError):
+        NamedStore.open("demo", readonly=True)
+
+
+def test_a_user_other_than_root_cannot_open_or_change_a_store(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    d = os.path.join(os.environ["UPTRKV_ROOT"], "demo")
+    code = ("import sys\nfrom uptrkv.named_store import NamedStore\n"
+            "try:\n    NamedStore.open('demo', readonly=True)\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n"
+            "try:\n    open(sys.argv[1] + '/page0', 'r+b')\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    # the repository may sit where nobody cannot read it: run from a copy of the package's path
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          os.sys.executable, "-c", code, d], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(os.sys.path)), cwd="/",
+                         timeout=60)
+    lines = res.stdout.splitlines()
+    if "ModuleNotFoundError" in res.stderr or "Permission denied" in res.stderr and not lines:
+        pytest.skip(f"the checkout is not readable by uid 65534: {res.stderr.strip()[-200:]}")
+    assert len(lines) == 2, res.stdout + res.stderr
+    assert lines[0].startswith("StoreAccessError permission denied"), lines[0]
+    assert lines[1].startswith("PermissionError"), lines[1]
+    with NamedStore.open("demo") as s:
+        assert s.get(5) == b"hello, world!!!!"
+        s.destroy()
+
+
+def test_a_runtime_root_off_tmpfs_is_refused(named_roots, copy_path, tmp_path):
+    with BpfObject(object_path("demo_sys_enter", copy_path)) as obj:
+        obj.load()
+        with pytest.raises(OSError, match="not on tmpfs"):
+            NamedStore.create(obj, "demo", root=tmp_path / "root")
