@@ -195,6 +195,12 @@ class StoreDir:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
+    def remove_stale_temporaries(self) -> None:
+        """Temporary state files a killed writer left (the writer lock is ours)."""
+        for entry in os.scandir(self.path):
+            if entry.name.startswith(f".{STATE}."):
+                os.unlink(entry.path)
+
     def remove(self) -> None:
         """Delete the directory and its files (the caller removed the element first)."""
         for entry in os.scandir(self.path):

@@ -253,6 +253,8 @@ class NamedStore(KVStore):
                 raise TargetGoneError(f"store {name!r}: its target (pid {tgt.pid}) has exited")
             self._state = state
             self._readonly = readonly
+            if not readonly:
+                d.remove_stale_temporaries()
             self._backing = FileBacking(d.path, layout.page_size, create=False)
             self._map_pages(max(1, self._backing.existing_data_pages()))
             self._shadow = [self._location(e) for e in self._entries.tolist()]
@@ -300,15 +302,18 @@ class NamedStore(KVStore):
         """The allocation from the metadata page (live and unavailable entries; the journal's
         new places), with every free byte quarantined until one grace period has passed."""
         lay = self.layout
+        journal = self._state.get("journal") or {}
+        placed = {int(k) for k in (journal.get("placed") or {})}
         slots = []
         for key, entry in enumerate(self._entries.tolist()):
-            if entry and not entry & self._init_bit:           # unavailable: its old place
+            if entry and not entry & self._init_bit:           # unavailable: its old place,
+                if key in placed:                              # unless its new value is journaled
+                    continue                                   # (then the old place is free)
                 entry = (entry & ~self._seq_bits) | self._init_bit
             if entry:
                 slot = self._valid(key, entry)
                 if slot is not None:
                     slots.append(slot)
-        journal = self._state.get("journal") or {}
         for key, (page, off, size, _) in (journal.get("placed") or {}).items():
             slot = Slot(page, off, size)
             if slot not in slots:
@@ -340,11 +345,10 @@ class NamedStore(KVStore):
             entry = self._entries[key]
             if entry & self._init_bit and self._location(entry) == lay.encode(slot):
                 continue                                        # published before the writer died
-            if key in busy:
-                old = lay.decode((busy.pop(key) & ~self._seq_bits) | self._init_bit)
+            if key in busy:                                     # its old place is quarantined free space
+                busy.pop(key)
                 self._pages[page].view[off:off + size] = bytes.fromhex(value)
                 self._publish(key, slot)
-                self._alloc.retire(old)
                 self.repairs.append(f"key {key}: a move was finished (rolled forward)")
                 if _kp.ARMED:
                     _kp.reached("repair.forward")

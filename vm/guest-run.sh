@@ -7,6 +7,9 @@ results=$1
 shift
 top=$(cd "$(dirname "$0")/.." && pwd)
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+# named stores keep their pages on tmpfs (the tests' runtime roots are under /dev/shm)
+mkdir -p /dev/shm
+mountpoint -q /dev/shm || mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 cd "$top" || exit 1
 echo "guest kernel: $(uname -r)"
 UPTRKV_RESULTS=$results "$@"
