@@ -213,3 +213,40 @@ def test_a_runtime_root_off_tmpfs_is_refused(named_roots, copy_path, tmp_path):
         obj.load()
         with pytest.raises(OSError, match="not on tmpfs"):
             NamedStore.create(obj, "demo", root=tmp_path / "root")
+
+
+def test_a_store_on_a_map_that_bpftool_loaded_and_pinned(named_roots, copy_path, other_cpu):
+    """No object file on our side: bpftool loads the program and pins it and its map;
+    the store is created on the pinned map, its layout read from the map's BTF in the
+    kernel.  Debian 12's bpftool (7.1) cannot attach tracing programs, so the pinned
+    program is attached by its pin (a raw tracepoint link) and that link pinned too."""
+    import shutil
+    from uptrkv._libbpf import lib
+    if shutil.which("bpftool") is None:
+        pytest.fail("bpftool is missing: ./run installs it")
+    pins = named_roots[1]
+    os.makedirs(pins, exist_ok=True)
+    prog_dir, map_dir = os.path.join(pins, "prog"), os.path.join(pins, "maps")
+    subprocess.run(["bpftool", "prog", "loadall", str(object_path("ops_counter", copy_path)),
+                    prog_dir, "pinmaps", map_dir], check=True, capture_output=True, text=True)
+    prog_fd = lib.bpf_obj_get(os.path.join(prog_dir, "ops_counter").encode())
+    try:
+        link_fd = lib.bpf_raw_tracepoint_open(None, prog_fd)
+        lib.bpf_obj_pin(link_fd, os.path.join(pins, "link").encode())
+        os.close(link_fd)
+    finally:
+        os.close(prog_fd)
+    target = Target(cpu=other_cpu)
+    try:
+        res = run_python("import sys\nfrom uptrkv.named_store import NamedStore\n"
+                         "s = NamedStore.create(sys.argv[1], 'ops', pid=int(sys.argv[2]))\n"
+                         "s.put_many({1: bytes(8), 2: bytes(8)})\nprint(s.state['map'])\n",
+                         os.path.join(map_dir, "kv_store_map"), str(target.pid))
+        assert "kv_store_map" in res.stdout
+        with NamedStore.open("ops", readonly=True) as r:
+            assert wait_for(lambda: r.get_u64(1) > 10), "the bpftool-loaded program never counted"
+            assert 0 < r.get_u64(2) < 1024              # a syscall number (getppid, nanosleep...)
+        with NamedStore.open("ops") as s:
+            s.destroy()
+    finally:
+        target.kill()

@@ -185,6 +185,7 @@ SIGNATURES = {
     "bpf_link__unpin": (c_int, [c_void_p], _INT),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)], _INT),
     "bpf_obj_get": (c_int, [c_char_p], _INT),
+    "bpf_raw_tracepoint_open": (c_int, [c_char_p, c_int], _INT),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
