@@ -104,7 +104,7 @@ def test_not_available_entry(store, bpf):
 
 
 def test_write_that_never_ends(store, bpf, monkeypatch):
-    monkeypatch.setattr(store_module, "SEQ_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(store_module.KVStore, "SEQ_WAIT_SECONDS", 0.05)
     store.put(4, b"sixteen bytes..!")
     entry = store.raw_entry(4)
     poke(store, 4, entry + store.layout.seq_one)      # odd: a write in progress, forever
@@ -118,7 +118,7 @@ def test_write_that_never_ends(store, bpf, monkeypatch):
 
 
 def test_delete_drops_an_entry_stuck_odd(store, bpf, monkeypatch):
-    monkeypatch.setattr(store_module, "SEQ_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(store_module.KVStore, "SEQ_WAIT_SECONDS", 0.05)
     store.put(4, b"sixteen bytes..!")
     poke(store, 4, store.raw_entry(4) + store.layout.seq_one)   # a writer died inside its write
     store.delete(4)                                  # the documented remedy works

@@ -183,7 +183,7 @@ def test_cached_key_whose_entry_becomes_unavailable_or_corrupt_is_refused(store,
 def test_cached_value_being_written_is_not_read_torn(store, bpf, monkeypatch):
     import uptrkv.store as store_module
     from uptrkv.errors import CorruptStoreError
-    monkeypatch.setattr(store_module, "SEQ_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(store_module.KVStore, "SEQ_WAIT_SECONDS", 0.05)
     store.put(4, b"sixteen bytes..!")
     assert store.get(4) == b"sixteen bytes..!"          # cached
     entry = store.raw_entry(4)

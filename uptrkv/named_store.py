@@ -36,10 +36,10 @@ from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
 from .backing import FileBacking, require_tmpfs
-from .errors import StoreClosedError, StoreStateError, TargetGoneError, UptrkvError
+from .errors import StoreStateError, TargetGoneError
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
-from .named import StoreDir, Target, list_names, runtime_root, task_start_time
+from .named import StoreDir, Target, task_start_time
 from .store import DEFAULT_MAP, KVStore, _live_stores
 
 BPFFS_ENV = "UPTRKV_BPFFS"
