@@ -14,7 +14,7 @@ BPF_DEPS := $(wildcard bpf/*.h) bpf/rollout_v2.bpf.c bpf/bench_seq.bpf.c $(BUILD
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror \
 	-Wno-unused-function -I$(BUILD) -Ibpf
 
-.PHONY: all bpf demo bench bench-vm bench-mutations rollout-demo rollout-timing test host-test bpffs clean help \
+.PHONY: all bpf demo bench bench-vm bench-mutations bench-named rollout-demo rollout-timing test host-test bpffs clean help \
 	kselftest kselftest-install
 all: bpf
 
@@ -27,6 +27,7 @@ help:
 	@echo "                table, $(BUILD)/bench.json, bench.md, bench.png (BENCH_ARGS=--readme rewrites README)"
 	@echo "make bench-vm   the same in the patched-kernel VM, with dynptr vs stock copy paths"
 	@echo "make bench-mutations  grace period, sequence count, publish and rollout window costs"
+	@echo "make bench-named      open() of an 8-page named store, uptrkv get/put per process"
 	@echo "make rollout-demo  the RFC rollout scenario v1 -> v2 -> v3 on a live target"
 	@echo "make rollout-timing  time a rollout of a 1024-key store"
 	@echo "make test       host tests, then the VM tests on the patched kernel"
@@ -49,6 +50,9 @@ bpffs:
 
 demo: bpf bpffs
 	$(PYTHON) -m uptrkv.cli demo
+
+bench-named: bpf bpffs
+	$(PYTHON) examples/bench_named.py
 
 bench-mutations: bpf bpffs
 	$(PYTHON) examples/bench_mutations.py

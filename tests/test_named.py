@@ -250,3 +250,36 @@ def test_a_store_on_a_map_that_bpftool_loaded_and_pinned(named_roots, copy_path,
             s.destroy()
     finally:
         target.kill()
+
+
+def test_a_fork_child_neither_writes_through_its_copy_nor_keeps_the_lock(demo):
+    """The child's copy refuses checked calls; its inherited lock fd is closed at fork,
+    so the parent's close() frees the store for the next writer while the child lives."""
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    s = NamedStore.open("demo")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                        # the child
+        os.close(r)
+        try:
+            s.put(40, b"child")
+            msg = b"put worked"
+        except Exception as exc:                        # noqa: BLE001 - reported to the parent
+            msg = type(exc).__name__.encode()
+        os.write(w, msg)
+        os.read(os.open("/dev/null", os.O_RDONLY), 1)
+        import time
+        time.sleep(30)
+        os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 100) == b"StoreOwnerError"
+        s.close()
+        with NamedStore.open("demo") as again:          # the child still lives
+            assert 40 not in again
+            again.destroy()
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(r)

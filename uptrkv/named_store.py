@@ -53,6 +53,18 @@ def bpffs_root(pin_root: str | os.PathLike | None = None) -> str:
     return os.fspath(pin_root) if pin_root is not None else os.environ.get(BPFFS_ENV, DEFAULT_BPFFS)
 
 
+def _drop_locks_in_child() -> None:
+    """A fork child shares its parent's lock (one open file description): close its copy,
+    so that the lock goes when the parent closes the store, not when the child exits."""
+    for store in list(_live_stores):
+        d = getattr(store, "_dir", None)
+        if d is not None and d.locked:
+            d.unlock()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 class WriteLog:
     """A redo record of the one in-place write in progress.
 
@@ -257,7 +269,8 @@ class NamedStore(KVStore):
                 d.remove_stale_temporaries()
             self._backing = FileBacking(d.path, layout.page_size, create=False)
             self._map_pages(max(1, self._backing.existing_data_pages()))
-            self._shadow = [self._location(e) for e in self._entries.tolist()]
+            keep = ~self._seq_bits
+            self._shadow = [e & keep for e in self._entries.tolist()]
             self._closed = False
             if readonly:
                 self._refuse_writes()
