@@ -131,6 +131,7 @@ def test_ops_workflow_end_to_end(ops, target, tmp_path):
     assert dry["dry_run"] is True
     changes = {(c["change"], c["name"]) for c in dry["changes"]}
     assert {("removed", "v1_only"), ("added", "inherited"), ("kept", "calls")} <= changes
+    assert dry["space"]["free_before"] == 4096 - 24 and dry["space"]["pages_during"] == 1
     assert "space:" in ops.run("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", "--dry-run").stdout
     assert [k["key"] for k in ops.json("dump", name)["keys"]] == [1, 2, 3]   # nothing changed
 
@@ -226,3 +227,24 @@ def test_gc_removes_the_store_of_a_killed_target(ops, target):
     finally:
         other.kill()
         other.wait()
+
+
+def test_known_keys_stay_held_across_processes_and_roll_out(ops, target):
+    """known_v1 resolves its keys' places at load: the holds live in the state file, so a
+    later process cannot move or delete them; a rollout to known_v2 (key 3 grows)
+    moves the holds to the new places."""
+    name = ops.json("create", "--pid", target.pid, "--object", obj("known_v1"), "--name", "known")["name"]
+    ops.run("attach", name, obj("known_v1"))
+    assert wait_for(lambda: ops.calls(name) > 0)
+    one_line_error(ops.run("delete", name, "calls", rc=1), "known key")
+    before = ops.calls(name)
+    out = ops.json("rollout", name, obj("known_v2"))
+    assert ("resized", "last") in {(c["change"], c["name"]) for c in out["changes"]}
+    assert ops.calls(name) >= before
+    assert wait_for(lambda: ops.calls(name) > before)
+    last = ops.json("get", name, "last")
+    assert last["size"] == 16
+    one_line_error(ops.run("delete", name, "last", rc=1), "known key")
+    ops.run("detach", name)
+    ops.run("delete", name, "last")
+    ops.run("destroy", name)

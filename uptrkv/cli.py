@@ -439,16 +439,11 @@ def _gc(args) -> int:
 def _rollout(args) -> int:
     from . import deploy
     from .manifest import load_manifest
-    from .rollout import plan
-    new = load_manifest(os.path.abspath(args.manifest), args.object)
+    new = load_manifest(os.path.abspath(args.manifest) if args.manifest else None, args.object)
     with _open(args, readonly=args.dry_run) as store:
         if not args.dry_run:
             store.reclaim()     # free space a writer's open quarantined: the plan counts it free
-        old = deploy.manifest_of(store)
-        if old is None:
-            from .errors import RolloutError
-            raise RolloutError(f"store {args.name!r} records no manifest: create it with one to roll out")
-        p = plan(store, old, new)
+        p = deploy.plan(store, new, readonly=args.dry_run)
         if args.dry_run:
             if args.json:
                 _emit_json({"dry_run": True, **_plan_json(p)})
@@ -561,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     p = add("rollout", _rollout, "switch the attached version to a new object and manifest")
     p.add_argument("name")
     p.add_argument("object")
-    p.add_argument("manifest")
+    p.add_argument("manifest", nargs="?", help="TOML manifest (default: the one embedded in the object)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the space check only")
     p = add("destroy", _destroy, "detach, delete the element and remove the store")
     p.add_argument("name")

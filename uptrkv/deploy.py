@@ -33,6 +33,7 @@ from typing import Iterable, Mapping
 from . import _libbpf, known_keys
 from . import rollout as _rollout
 from ._libbpf import LibbpfError, lib
+from .allocator import Allocator
 from .errors import InvalidKeyError, InvalidValueError, RolloutError, StoreStateError
 from .layout import Layout
 from .loader import BpfObject
@@ -305,6 +306,38 @@ def drop_map_pin(state: dict, root: str | os.PathLike | None = None) -> bool:
 
 # --- rollout across processes ----------------------------------------------------------
 
+class _PlanView:
+    """What uptrkv.rollout.plan() reads of a store (slots, allocator), for a read-only store.
+
+    A read-only NamedStore does not rebuild its allocation from the metadata
+    page (only a writer does), so its own allocator() is empty; this one is
+    rebuilt from the published entries (no quarantine: a writer reclaims it
+    before a rollout)."""
+
+    def __init__(self, store: NamedStore):
+        self._store = store
+
+    def slots(self):
+        return self._store.slots()
+
+    def allocator(self) -> Allocator:
+        lay = self._store.layout
+        alloc = Allocator(lay.page_size, lay.max_pages, self._store.pages)
+        for slot in sorted(set(self._store.slots().values())):
+            alloc.reserve(slot)
+        alloc.pages = max(alloc.pages, self._store.pages)
+        return alloc
+
+
+def plan(store: NamedStore, new_manifest: Manifest, *, readonly: bool = False) -> _rollout.Plan:
+    """The rollout plan from the recorded manifest to new_manifest, with the space check
+    (readonly=True for a store opened read-only: a dry run)."""
+    old = manifest_of(store)
+    if old is None:
+        raise RolloutError(f"store {store.name!r} records no manifest: create it with one to roll out")
+    return _rollout.plan(_PlanView(store) if readonly else store, old, new_manifest)
+
+
 class _PinnedLink:
     """A pinned link of the running version, as uptrkv.rollout handles a link."""
 
@@ -349,6 +382,7 @@ def rollout(store: NamedStore, new_object: str | os.PathLike, new_manifest: Mani
     recorded = store.state.get("links") or {}
     if not recorded:
         raise RolloutError(f"store {store.name!r} has no programs attached: use attach for a first version")
+    store.reclaim()         # free space open() quarantined for a writer that died: usable again
     owner = link_dir(store)
     version = _PinnedVersion(owner)
     # The holds of the pinned version (restored by open() for a PinnedOwner) pass to version,
