@@ -105,6 +105,16 @@ class bpf_prog_info(Structure):
     ]
 
 
+class bpf_link_info(Structure):
+    """The start of the kernel's struct bpf_link_info (the kernel fills what fits)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("prog_id", c_uint32),
+    ]
+
+
 class bpf_map_info(Structure):
     """The start of the kernel's struct bpf_map_info (the kernel fills what fits)."""
 
@@ -188,6 +198,7 @@ SIGNATURES = {
     "bpf_raw_tracepoint_open": (c_int, [c_char_p, c_int], _INT),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
+    "bpf_prog_get_fd_by_id": (c_int, [c_uint32], _INT),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                POINTER(bpf_map_create_opts)], _INT),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from .errors import ManifestError
+from .errors import InvalidValueError, ManifestError
 
 MAX_KEYS = 1024
 MAX_VALUE_SIZE = 4096
@@ -68,6 +68,88 @@ class KeySpec:
             return repr(raw.rstrip(b"\0").decode(errors="replace"))
         return raw.hex() if len(raw) <= 16 else raw[:16].hex() + f"... ({len(raw)} B)"
 
+    def encode(self, value) -> bytes:
+        """A value given by a user (TOML or the command line) as the key's bytes, by type.
+
+        Integers: int, or a string in decimal or 0x hex, range-checked for the
+        type.  ``str``: text, UTF-8, NUL-padded to the size.  ``bytes`` and
+        untyped keys: a hex string or a list of ints 0..255, zero-padded.
+        InvalidValueError names the key and what is wrong."""
+        where = f"key {self.name!r} (id {self.id}, {self.type or 'untyped'}, {self.size} bytes)"
+        if self.type in INT_TYPES:
+            n = parse_int(value, where)
+            bits = self.size * 8
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.type[0] == "i" else (0, (1 << bits) - 1)
+            if not lo <= n <= hi:
+                raise InvalidValueError(f"{where}: {n} is out of range {lo}..{hi}")
+            return struct.pack(INT_TYPES[self.type], n)
+        if self.type == "str":
+            if not isinstance(value, str):
+                raise InvalidValueError(f"{where}: expected a string, got {value!r}")
+            raw = value.encode()
+            if b"\0" in raw:
+                raise InvalidValueError(f"{where}: the string holds a NUL character")
+        else:
+            raw = parse_bytes(value, where)
+        if len(raw) > self.size:
+            raise InvalidValueError(f"{where}: the value is {len(raw)} bytes, the key holds {self.size}")
+        return raw.ljust(self.size, b"\0")
+
+    def decode(self, raw: bytes):
+        """The key's bytes as a JSON-able value: int, str (type str) or hex (anything else)."""
+        if self.type in INT_TYPES and len(raw) == self.size:
+            return struct.unpack(INT_TYPES[self.type], raw)[0]
+        if self.type == "str":
+            return raw.split(b"\0", 1)[0].decode(errors="replace")
+        return bytes(raw).hex()
+
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "name": self.name, "size": self.size}
+        if self.type is not None:
+            d["type"] = self.type
+        if self.init is not None:
+            d["init"] = self.init.hex()
+        return d
+
+
+def parse_int(value, where: str) -> int:
+    """An integer from an int or a string (decimal, or hex with 0x; an optional sign)."""
+    if isinstance(value, bool):
+        raise InvalidValueError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+        try:
+            if body[:2].lower() == "0x":
+                return sign * int(body[2:], 16)
+            if body.isdigit():
+                return sign * int(body, 10)
+        except ValueError:
+            pass
+    raise InvalidValueError(f"{where}: expected an integer (decimal or 0x hex), got {value!r}")
+
+
+def parse_bytes(value, where: str) -> bytes:
+    """Bytes from a hex string (spaces and a 0x prefix allowed) or a list of ints 0..255."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:2].lower() == "0x":
+            text = text[2:]
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise InvalidValueError(f"{where}: {value!r} is not a hex string (two digits per byte)") from None
+    if isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) for b in value):
+        bad = [b for b in value if not 0 <= b <= 255]
+        if bad:
+            raise InvalidValueError(f"{where}: byte {bad[0]} is outside 0..255")
+        return bytes(value)
+    raise InvalidValueError(f"{where}: expected a hex string or a list of bytes, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -91,6 +173,21 @@ class Manifest:
 
     def total_size(self) -> int:
         return sum(k.size for k in self.keys)
+
+    def to_dict(self) -> dict:
+        """JSON-able form (a named store records the manifest in force); from_dict() reads it."""
+        return {"source": self.source, "program": dict(self.program),
+                "keys": [k.to_dict() for k in self.keys]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        try:
+            keys = tuple(KeySpec(int(k["id"]), str(k["name"]), int(k["size"]), k.get("type"),
+                                 bytes.fromhex(k["init"]) if k.get("init") is not None else None)
+                         for k in d["keys"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"a recorded manifest is not valid ({exc!r})") from None
+        return cls(keys, str(d.get("source", "<recorded manifest>")), dict(d.get("program") or {}))
 
     def c_header(self) -> str:
         """KV_KEY() lines for a BPF program using this manifest."""

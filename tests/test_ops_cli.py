@@ -1,0 +1,250 @@
+"""The ops commands of `uptrkv`, driven only through subprocesses (as an operator would).
+
+Each test gets its own runtime root (tmpfs, under /dev/shm) and bpffs
+directory, given to every command through UPTRKV_ROOT and UPTRKV_BPFFS, and
+a target process (a shell loop that makes syscalls).  This is the README's
+"Ops workflow", step by step.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "rollout"
+LOOP = "while true; do sleep 0.01; done"
+
+
+def obj(name: str) -> str:
+    from uptrkv.objects import object_path
+    return str(object_path(name))
+
+
+class Ops:
+    """Run `python -m uptrkv.cli` with this test's root and bpffs."""
+
+    def __init__(self, root: str, bpffs: str):
+        self.root, self.bpffs = root, bpffs
+        self.env = dict(os.environ, UPTRKV_ROOT=root, UPTRKV_BPFFS=bpffs, PYTHONPATH=str(REPO))
+        self.env.pop("UPTRKV_DEBUG", None)
+
+    def run(self, *args, rc: int | None = 0) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "uptrkv.cli", *map(str, args)], env=self.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180,
+                             cwd=str(REPO))
+        if rc is not None:
+            assert res.returncode == rc, f"{args}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+        return res
+
+    def json(self, *args):
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def calls(self, name: str) -> int:
+        return self.json("get", name, "calls")["value"]
+
+
+@pytest.fixture
+def ops(kernel):
+    root = tempfile.mkdtemp(prefix="uptrkv-test-", dir="/dev/shm")
+    os.chmod(root, 0o700)
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+    bpffs = f"/sys/fs/bpf/uptrkv-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield Ops(root, bpffs)
+    finally:
+        shutil.rmtree(bpffs, ignore_errors=True)     # unpinning the links detaches the programs
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def target():
+    proc = subprocess.Popen(["sh", "-c", LOOP])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
+    err = res.stderr.strip()
+    assert err.startswith("uptrkv: error: ") and "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+def test_ops_workflow_end_to_end(ops, target, tmp_path):
+    pid = target.pid
+    made = ops.json("create", "--pid", pid, "--object", obj("rollout_v1"),
+                    "--manifest", EXAMPLES / "v1.toml")
+    name = made["name"]
+    assert name == f"rollout-{pid}" and made["keys"] == 3
+
+    seed = tmp_path / "seed.toml"
+    seed.write_text('last = 7\nv1_only = "0x10"\n')
+    ops.run("seed", name, seed)
+    assert ops.json("get", name, "last")["value"] == 7
+    assert ops.json("get", name, "1")["value"] == 16          # by id
+    assert ops.run("get", name, "calls").stdout.strip() == "0"
+
+    links = ops.json("attach", name, obj("rollout_v1"))["attached"]
+    assert [(r["program"], r["pinned"]) for r in links] == [("rollout_v1", True)]
+    assert os.path.exists(f"{ops.bpffs}/links/{name}/rollout_v1")
+
+    # The attaching process exited: the pinned program counts the target's syscalls,
+    # read from other processes, even while a writer holds the store's lock.
+    first = ops.calls(name)
+    assert wait_for(lambda: ops.calls(name) > first)
+    with open(os.path.join(ops.root, name, "lock"), "rb+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        listed = ops.json("ls")["stores"]
+        assert ops.calls(name) > 0
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert len(listed) == 1
+    s = listed[0]
+    assert (s["name"], s["pid"], s["alive"], s["pages"], s["used"]) == (name, pid, True, 1, 24)
+    assert [p["program"] for p in s["programs"]] == ["rollout_v1"]
+    table = ops.run("ls").stdout
+    assert name in table and "rollout_v1" in table and "24/32768" in table
+
+    dump = ops.json("dump", name)
+    assert [(k["key"], k["name"], k["size"]) for k in dump["keys"]] == \
+        [(1, "v1_only", 8), (2, "calls", 8), (3, "last", 8)]
+    assert dump["keys"][1]["value"] > 0
+    assert "v1_only" in ops.run("dump", name).stdout
+
+    dry = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", "--dry-run")
+    assert dry["dry_run"] is True
+    changes = {(c["change"], c["name"]) for c in dry["changes"]}
+    assert {("removed", "v1_only"), ("added", "inherited"), ("kept", "calls")} <= changes
+    assert dry["space"]["free_before"] == 4096 - 24 and dry["space"]["pages_during"] == 1
+    assert "space:" in ops.run("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", "--dry-run").stdout
+    assert [k["key"] for k in ops.json("dump", name)["keys"]] == [1, 2, 3]   # nothing changed
+
+    # The real rollout, v1 -> v2, while another process keeps reading the counter.
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.append(ops.calls(name))
+
+    sampler = threading.Thread(target=sample)
+    before = ops.calls(name)
+    sampler.start()
+    try:
+        out = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml")
+    finally:
+        stop.set()
+        sampler.join()
+    assert out["dry_run"] is False
+    assert [r["program"] for r in out["links"]] == ["rollout_v2"]
+    after = ops.calls(name)
+    assert after >= before and seen == sorted(seen) and seen[0] >= before, (before, seen, after)
+    assert wait_for(lambda: ops.calls(name) > after)
+    dump = ops.json("dump", name)
+    assert [(k["key"], k["name"]) for k in dump["keys"]] == [(2, "calls"), (3, "last"), (4, "inherited")]
+    assert [r["program"] for r in dump["links"]] == ["rollout_v2"]
+    assert not os.path.exists(f"{ops.bpffs}/links/{name}/rollout_v1")
+
+    detached = ops.json("detach", name)["detached"]
+    assert [r["program"] for r in detached] == ["rollout_v2"]
+    still = ops.calls(name)
+    time.sleep(0.3)
+    assert ops.calls(name) == still                      # nothing counts any more
+    assert ops.json("ls")["stores"][0]["programs"] == []
+
+    ops.run("destroy", name)
+    assert ops.json("ls")["stores"] == []
+    assert "no stores" in ops.run("ls").stdout
+    assert not os.listdir(ops.root)
+    assert not os.listdir(f"{ops.bpffs}/links") and not os.listdir(f"{ops.bpffs}/maps")
+
+
+def test_errors_are_one_line_with_exit_codes(ops, target, tmp_path):
+    name = ops.json("create", "--pid", target.pid, "--object", obj("rollout_v1"),
+                    "--name", "errs")["name"]
+    assert name == "errs"
+    # bad usage: argparse, exit 2
+    assert ops.run("put", name, "calls", rc=2).stderr.count("\n") >= 1
+    assert ops.run("no-such-command", rc=2).returncode == 2
+    assert ops.run("create", "--pid", target.pid, rc=2).returncode == 2   # no --object or --map
+    # failures: exit 1, one line naming what is wrong
+    one_line_error(ops.run("get", "missing", "calls", rc=1), "no store 'missing'")
+    one_line_error(ops.run("get", name, "nope", rc=1), "no key named 'nope'")
+    one_line_error(ops.run("put", name, "calls", "-5", rc=1), "'calls'", "out of range")
+    one_line_error(ops.run("put", name, "last", "0x1g", rc=1), "'last'", "integer")
+    one_line_error(ops.run("get", name, "2000", rc=1), "outside 0..1023")
+    one_line_error(ops.run("attach", name, "/nonexistent.bpf.o", rc=1))
+    one_line_error(ops.run("create", "--pid", target.pid, "--object", obj("rollout_v1"),
+                           "--name", name, rc=1), "already exists")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[values]\ncalls = "many"\n')
+    one_line_error(ops.run("seed", name, bad, rc=1), "'calls'")
+    assert ops.calls(name) == 0                                 # a failed seed wrote nothing
+    one_line_error(ops.run("rollout", name, obj("rollout_v3"), EXAMPLES / "v2.toml", rc=1))
+    # raw hex for a key the manifest does not type
+    ops.run("put", name, "100", "00ff")
+    assert ops.json("get", name, "100")["value"] == "00ff"
+    one_line_error(ops.run("put", name, "100", "00", rc=1), "holds 2")
+    ops.run("delete", name, "100")
+    one_line_error(ops.run("get", name, "100", rc=1))
+    ops.run("destroy", name)
+
+
+def test_gc_removes_the_store_of_a_killed_target(ops, target):
+    other = subprocess.Popen(["sh", "-c", LOOP])
+    try:
+        dead = ops.json("create", "--pid", target.pid, "--object", obj("rollout_v1"), "--name", "dead")["name"]
+        live = ops.json("create", "--pid", other.pid, "--object", obj("rollout_v1"), "--name", "live")["name"]
+        ops.run("attach", dead, obj("rollout_v1"))
+        target.send_signal(signal.SIGKILL)
+        target.wait()
+        stores = {s["name"]: s for s in ops.json("ls")["stores"]}
+        assert stores[dead]["alive"] is False and stores[live]["alive"] is True
+        assert [p["program"] for p in stores[dead]["programs"]] == ["rollout_v1"]
+        assert "no (" in ops.run("ls").stdout
+        one_line_error(ops.run("get", dead, "calls", rc=1), "gc")
+        assert ops.json("gc") == {"removed": [dead], "busy": []}
+        assert [s["name"] for s in ops.json("ls")["stores"]] == [live]
+        assert not os.path.exists(f"{ops.bpffs}/links/{dead}")
+        assert ops.calls(live) == 0
+        assert ops.json("gc")["removed"] == []
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_known_keys_stay_held_across_processes_and_roll_out(ops, target):
+    """known_v1 resolves its keys' places at load: the holds live in the state file, so a
+    later process cannot move or delete them; a rollout to known_v2 (key 3 grows)
+    moves the holds to the new places."""
+    name = ops.json("create", "--pid", target.pid, "--object", obj("known_v1"), "--name", "known")["name"]
+    ops.run("attach", name, obj("known_v1"))
+    assert wait_for(lambda: ops.calls(name) > 0)
+    one_line_error(ops.run("delete", name, "calls", rc=1), "known key")
+    before = ops.calls(name)
+    out = ops.json("rollout", name, obj("known_v2"))
+    assert ("resized", "last") in {(c["change"], c["name"]) for c in out["changes"]}
+    assert ops.calls(name) >= before
+    assert wait_for(lambda: ops.calls(name) > before)
+    last = ops.json("get", name, "last")
+    assert last["size"] == 16
+    one_line_error(ops.run("delete", name, "last", rc=1), "known key")
+    ops.run("detach", name)
+    ops.run("delete", name, "last")
+    ops.run("destroy", name)
