@@ -33,7 +33,6 @@ from typing import Iterable, Mapping
 from . import _libbpf, known_keys
 from . import rollout as _rollout
 from ._libbpf import LibbpfError, lib
-from .allocator import Allocator
 from .errors import InvalidKeyError, InvalidValueError, RolloutError, StoreStateError
 from .layout import Layout
 from .loader import BpfObject
@@ -257,8 +256,9 @@ def detach(store: NamedStore) -> list[dict]:
     gone = links(store)
     for rec in gone:
         unpin_link(rec["pin"])
-    store.release_pinned(link_dir(store))
-    store.update_state(links={})
+    for owner in list(store.state.get("holds") or {}):   # every version's (a rollout cut short leaves two)
+        store.release_pinned(owner)
+    store.update_state(links={}, rollout=None)
     try:
         os.rmdir(link_dir(store))
     except OSError:
@@ -306,47 +306,27 @@ def drop_map_pin(state: dict, root: str | os.PathLike | None = None) -> bool:
 
 # --- rollout across processes ----------------------------------------------------------
 
-class _PlanView:
-    """What uptrkv.rollout.plan() reads of a store (slots, allocator), for a read-only store.
-
-    A read-only NamedStore does not rebuild its allocation from the metadata
-    page (only a writer does), so its own allocator() is empty; this one is
-    rebuilt from the published entries (no quarantine: a writer reclaims it
-    before a rollout)."""
-
-    def __init__(self, store: NamedStore):
-        self._store = store
-
-    def slots(self):
-        return self._store.slots()
-
-    def allocator(self) -> Allocator:
-        lay = self._store.layout
-        alloc = Allocator(lay.page_size, lay.max_pages, self._store.pages)
-        for slot in sorted(set(self._store.slots().values())):
-            alloc.reserve(slot)
-        alloc.pages = max(alloc.pages, self._store.pages)
-        return alloc
-
-
 def plan(store: NamedStore, new_manifest: Manifest, *, readonly: bool = False) -> _rollout.Plan:
     """The rollout plan from the recorded manifest to new_manifest, with the space check
     (readonly=True for a store opened read-only: a dry run)."""
     old = manifest_of(store)
     if old is None:
         raise RolloutError(f"store {store.name!r} records no manifest: create it with one to roll out")
-    return _rollout.plan(_PlanView(store) if readonly else store, old, new_manifest)
+    return _rollout.plan(store, old, new_manifest)
 
 
 class _PinnedLink:
     """A pinned link of the running version, as uptrkv.rollout handles a link."""
 
-    def __init__(self, program_name: str, pin: str):
+    def __init__(self, program_name: str, pin: str, after=None):
         self.program_name = program_name
         self.pin = pin
+        self.after = after
 
     def close(self) -> None:
-        unpin_link(self.pin)
+        unpin_link(self.pin)        # returns once the program is gone
+        if self.after is not None:
+            self.after()
 
 
 class _PinnedVersion:
@@ -383,32 +363,72 @@ def rollout(store: NamedStore, new_object: str | os.PathLike, new_manifest: Mani
     if not recorded:
         raise RolloutError(f"store {store.name!r} has no programs attached: use attach for a first version")
     store.reclaim()         # free space open() quarantined for a writer that died: usable again
-    owner = link_dir(store)
-    version = _PinnedVersion(owner)
+    links_at = link_dir(store)
+    old_owners = list(store.state.get("holds") or {})
+    version = _PinnedVersion(links_at)
     # The holds of the pinned version (restored by open() for a PinnedOwner) pass to version,
-    # which rollout() releases when it has detached the old links.
-    tokens = {id(o): o for k in store.keys() for o in store.holders(k) if getattr(o, "path", None) == owner}
-    for token in tokens.values():
-        slots = store.release(token)
+    # which rollout() releases when it has detached the old links.  The state file keeps
+    # them until the switch is over: a process killed midway leaves them held.
+    for owner in old_owners:
+        token = store.pinned_owner(owner)
+        slots = store.release(token) if token is not None else {}
         if slots:
             store.hold(slots, version)
-    current = _rollout.Deployment(version, [_PinnedLink(p, r["pin"]) for p, r in sorted(recorded.items())], old)
-    deployment = _rollout.rollout(store, current, new_object, new_manifest,
-                                  configure=lambda obj: _configure(store, obj), programs=programs)
-    # The old links are unpinned and their holds released (in memory): record it.
-    store.release_pinned(owner)
+    left = [len(recorded)]
+
+    def old_one_gone() -> None:
+        # Once the last old program is gone, its places are free to move: the state file
+        # stops holding them before the switch returns (the journal then rolls forward).
+        left[0] -= 1
+        if left[0] == 0:
+            for owner in old_owners:
+                store.release_pinned(owner)
+            store.update_state(links={p: r for p, r in (store.state.get("links") or {}).items()
+                                      if p not in recorded})
+
+    current = _rollout.Deployment(version, [_PinnedLink(p, r["pin"], old_one_gone)
+                                            for p, r in sorted(recorded.items())], old)
+    generation = int(store.state.get("generation") or 0) + 1
+    new_owner = os.path.join(links_at, f"g{generation}")        # the new version's holds
+    mine = os.path.abspath(os.fspath(new_object))
+    new_links: dict[str, dict] = {}
+
+    def pin_new(links: list) -> None:
+        # Recorded, then pinned, before the old version is detached: a process killed
+        # from here on leaves the new version attached (and the old one too, until its
+        # unpin), every pin listed in the state file for `uptrkv detach`, and the places
+        # both versions resolved (known keys) held.  One state write for all of it.
+        for o in {id(o): o for k in store.keys() for o in store.holders(k)}.values():
+            if isinstance(o, BpfObject) and os.path.abspath(o.path) == mine:
+                store.hold_pinned(new_owner, store.held_by(o), save=False)
+        for link in links:
+            pin = os.path.join(links_at, f"{link.program_name}-{generation}")
+            new_links[link.program_name] = {"pin": pin, "object": mine}
+        both = dict(recorded)
+        both.update({f"{p}-{generation}": r for p, r in new_links.items()})
+        store.update_state(links=both, generation=generation,
+                           rollout={"object": mine, "manifest": new_manifest.to_dict()})
+        os.makedirs(links_at, mode=0o700, exist_ok=True)
+        for link in links:
+            link.pin(new_links[link.program_name]["pin"])
+        # The new version is attached for good: from here a repair rolls the move forward
+        # (the old version's places stay held until it is gone).
+        store.mark_switched()
+
+    try:
+        deployment = _rollout.rollout(store, current, new_object, new_manifest,
+                                      configure=lambda obj: _configure(store, obj), programs=programs,
+                                      on_attached=pin_new)
+    except BaseException:
+        for rec in new_links.values():          # attached and pinned, then the switch failed
+            unpin_link(rec["pin"])
+        store.release_pinned(new_owner)
+        state_links = {p: r for p, r in recorded.items() if os.path.exists(r["pin"])}
+        store.update_state(links=state_links, rollout=None)
+        raise
     new_obj = deployment.obj
     try:
-        os.makedirs(owner, mode=0o700, exist_ok=True)
-        new_links = {}
-        for link in deployment.links:
-            pin = os.path.join(owner, link.program_name)
-            link.pin(pin)
-            new_links[link.program_name] = {"pin": pin, "object": os.path.abspath(os.fspath(new_object))}
-        held = [k.id for k in known_keys.declared(new_obj)]
-        if held:
-            store.hold_pinned(owner, held)
-        store.update_state(links=new_links, manifest=new_manifest.to_dict())
+        store.update_state(links=new_links, manifest=new_manifest.to_dict(), rollout=None)
     finally:
         for link in deployment.links:
             link.close()                  # pinned: stays attached

@@ -36,7 +36,7 @@ from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
 from .backing import FileBacking, require_tmpfs
-from .errors import StoreStateError, TargetGoneError
+from .errors import CorruptStoreError, StoreStateError, TargetGoneError
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
 from .named import StoreDir, Target, task_start_time
@@ -230,8 +230,11 @@ class NamedStore(KVStore):
         A writer (the default) takes the store's lock (StoreBusyError if
         another process has it, or waits with wait=True), registers the pages
         again if the element is gone while the target lives (adopting a store
-        whose creator died), and repairs what a killed writer left.  A reader
-        (readonly=True) takes no lock and may only read.
+        whose creator died), and repairs what a killed writer left (``repairs``
+        lists what it did).  Its free space is quarantined until one grace
+        period has passed (reclaim() waits it now; a put that needs the space
+        waits it then).  A reader (readonly=True) takes no lock and may only
+        read; its allocator() shows the published placement.
         """
         self = cls.__new__(cls)
         self._closed = True
@@ -273,11 +276,11 @@ class NamedStore(KVStore):
             self._shadow = [e & keep for e in self._entries.tolist()]
             self._closed = False
             if readonly:
+                self._rebuild_allocation(quarantine=False)      # for allocator(), free_bytes()
                 self._refuse_writes()
             else:
                 self._wal = WriteLog(d.file(WAL), create=True)
                 self._adopt()
-                self._restore_holds()
         except BaseException:
             self._closed = True
             self._release()
@@ -292,6 +295,7 @@ class NamedStore(KVStore):
         self.repairs: list[str] = []
         self._replay_write()
         self._rebuild_allocation()
+        self._restore_holds()          # before the journal: a rolled-forward key may go to its held place
         self._finish_journal()
 
     def _replay_write(self) -> None:
@@ -311,9 +315,10 @@ class NamedStore(KVStore):
             self.repairs.append(f"key {key}: an in-place write cut short was done again")
         self._wal.end()
 
-    def _rebuild_allocation(self) -> None:
+    def _rebuild_allocation(self, quarantine: bool = True) -> None:
         """The allocation from the metadata page (live and unavailable entries; the journal's
-        new places), with every free byte quarantined until one grace period has passed."""
+        new places), with every free byte quarantined until one grace period has passed
+        (a writer; a reader only inspects it)."""
         lay = self.layout
         journal = self._state.get("journal") or {}
         placed = {int(k) for k in (journal.get("placed") or {})}
@@ -324,7 +329,10 @@ class NamedStore(KVStore):
                     continue                                   # (then the old place is free)
                 entry = (entry & ~self._seq_bits) | self._init_bit
             if entry:
-                slot = self._valid(key, entry)
+                try:
+                    slot = self._valid(key, entry)
+                except CorruptStoreError:
+                    continue                # verify() names it, delete(key) drops it
                 if slot is not None:
                     slots.append(slot)
         for key, (page, off, size, _) in (journal.get("placed") or {}).items():
@@ -341,7 +349,8 @@ class NamedStore(KVStore):
         for slot in sorted(set(slots) | orphans):
             alloc.reserve(slot)
         alloc.pages = max(alloc.pages, len(self._pages))
-        alloc.quarantine_gaps()
+        if quarantine:
+            alloc.quarantine_gaps()
         for slot in orphans:
             alloc.retire(slot)
         self._alloc = alloc
@@ -365,7 +374,11 @@ class NamedStore(KVStore):
                 self.repairs.append(f"key {key}: a move was finished (rolled forward)")
                 if _kp.ARMED:
                     _kp.reached("repair.forward")
-        forward = {k: marked[k] for k in busy if k in marked and marked[k] is not None and not placed}
+        # A switch (a rollout's while_unavailable) that did not return: the old version may
+        # still be the one attached, so its keys go back; once it returned, forward.
+        switch_done = not journal.get("switch") or journal.get("switched")
+        forward = {k: marked[k] for k in busy
+                   if k in marked and marked[k] is not None and not placed and switch_done}
         if forward:
             olds = {k: lay.decode((busy[k] & ~self._seq_bits) | self._init_bit) for k in forward}
             values = {}
@@ -376,10 +389,19 @@ class NamedStore(KVStore):
                 else:
                     values[key] = bytes.fromhex(conv)
             self._wait_grace()                                # nobody uses the old places now
+            held = self._held_slots()
             for key, old in olds.items():
-                self._alloc.release(old)
+                if old in held:                               # a pinned program still knows it
+                    self._alloc.retire(old)
+                else:
+                    self._alloc.release(old)
+            given = {int(k): Slot(*v) for k, v in (journal.get("places") or {}).items()}
             for key, value in values.items():
-                slot = self._place(len(value))
+                slot = given.get(key)
+                if slot is not None and slot.size == len(value) and slot in self._alloc.quarantined:
+                    self._alloc.unretire(slot)                # the place a pinned program resolved
+                else:
+                    slot = self._place(len(value))
                 self._pages[slot.page].view[slot.offset:slot.end] = value
                 self._publish(key, slot)
                 busy.pop(key)
@@ -394,11 +416,28 @@ class NamedStore(KVStore):
         if journal:
             self._set_state(journal=None)
 
+    # --- readers ------------------------------------------------------------------------
+
+    def _sync(self) -> Allocator:
+        if self._readonly:          # a reader follows the writer: the placement as published now
+            keep = ~self._seq_bits
+            self._shadow = [e & keep for e in self._entries.tolist()]
+            self._rebuild_allocation(quarantine=False)
+            return self._alloc
+        return super()._sync()
+
+    def verify(self) -> list[str]:
+        if self._readonly:
+            keep = ~self._seq_bits
+            self._shadow = [e & keep for e in self._entries.tolist()]
+        return super().verify()
+
     # --- holds that outlive a process ---------------------------------------------------
 
-    def hold_pinned(self, owner: str, keys) -> dict[int, Slot]:
+    def hold_pinned(self, owner: str, keys, *, save: bool = True) -> dict[int, Slot]:
         """hold() for programs that outlive this process (pinned links): recorded in the
-        state file under ``owner`` and held again by every later open()."""
+        state file under ``owner`` and held again by every later open().  save=False
+        leaves the file to the caller's next update_state() (one write for several fields)."""
         self._check_writer("hold keys of")
         token = self._owners.setdefault(owner, PinnedOwner(owner))
         slots = self.hold(keys, token)
@@ -406,8 +445,15 @@ class NamedStore(KVStore):
         mine = dict(held.get(owner) or {})
         mine.update({str(k): list(s) for k, s in slots.items()})
         held[owner] = mine
-        self._set_state(holds=held)
+        if save:
+            self._set_state(holds=held)
+        else:
+            self._state = dict(self._state, holds=held)
         return slots
+
+    def pinned_owner(self, owner: str) -> "PinnedOwner | None":
+        """The token that holds owner's keys in this process (see hold()), or None."""
+        return getattr(self, "_owners", {}).get(owner)
 
     def release_pinned(self, owner: str) -> dict[int, Slot]:
         """Drop hold_pinned(owner) (its programs are detached); waits a grace period if needed."""
@@ -427,7 +473,8 @@ class NamedStore(KVStore):
 
     # --- journal, state ----------------------------------------------------------------
 
-    def _journal(self, phase: str | None, keys: Mapping | None = None) -> None:
+    def _journal(self, phase: str | None, keys: Mapping | None = None,
+                 places: Mapping[int, Slot] | None = None, switch: bool = False) -> None:
         if phase is None:
             if self._state.get("journal") is not None:
                 self._set_state(journal=None)
@@ -435,11 +482,21 @@ class NamedStore(KVStore):
         journal = dict(self._state.get("journal") or {})
         if phase == "marked":
             journal = {"marked": {str(k): (v if v is None or isinstance(v, int) else _hex(v))
-                                  for k, v in keys.items()}}
+                                  for k, v in keys.items()},
+                       "places": {str(k): list(s) for k, s in (places or {}).items()},
+                       "switch": switch}
+        elif phase == "switched":
+            journal["switched"] = True
         else:
             journal["placed"] = {str(k): [s.page, s.offset, s.size, _hex(v)]
                                  for k, (s, v) in keys.items()}
         self._set_state(journal=journal)
+
+    def mark_switched(self) -> None:
+        """The switch of the move in progress is done (the new version is attached): a
+        repair rolls it forward from now on, even if convert() has not returned from it."""
+        if (self._state.get("journal") or {}).get("marked") is not None:
+            self._journal("switched")
 
     def _set_state(self, **fields) -> None:
         self._state = dict(self._state, **fields)

@@ -218,8 +218,13 @@ class SwitchTimes:
 
 def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
             new_manifest: Manifest, *, configure: Callable[[BpfObject], None] | None = None,
-            programs: Iterable[str] | None = None, map_name: str = DEFAULT_MAP) -> Deployment:
-    """Switch from ``current`` to ``new_object``; on failure nothing changes (see module doc)."""
+            programs: Iterable[str] | None = None, map_name: str = DEFAULT_MAP,
+            on_attached: Callable[[list[BpfLink]], None] | None = None) -> Deployment:
+    """Switch from ``current`` to ``new_object``; on failure nothing changes (see module doc).
+
+    ``on_attached(links)`` runs once the new version is attached, before the
+    old one is detached (a deployment pins the new links there, so that a
+    process killed in the switch leaves a version attached)."""
     the_plan = plan(store, current.manifest, new_manifest)   # raises before any change
     added: list[int] = []
     places: dict[int, Slot] = {}
@@ -275,6 +280,8 @@ def rollout(store: KVStore, current: Deployment, new_object: str | os.PathLike,
         nonlocal links
         links = _attach(new_obj, programs)
         t_attached = time.perf_counter()
+        if on_attached is not None:
+            on_attached(links)
         for link in current.links:
             link.close()
         times.both_attached = time.perf_counter() - t_attached

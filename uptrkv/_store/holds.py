@@ -51,6 +51,11 @@ class HoldsMixin:
                 self._wait_grace()
         return entry[1]
 
+    def held_by(self, owner: object) -> dict[int, Slot]:
+        """The keys owner holds, with their slots (empty if none)."""
+        entry = self._holds.get(id(owner))
+        return dict(entry[1]) if entry is not None else {}
+
     def holders(self, key: int) -> list[object]:
         """The owners holding key."""
         return [owner for owner, slots in self._holds.values() if key in slots]

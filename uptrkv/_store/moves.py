@@ -110,7 +110,8 @@ class MovesMixin:
         t0 = time.perf_counter()
         places = dict(places or {})
         undo: dict = {}                  # filled by _place_batch, for _unplace on failure
-        self._journal("marked", {key: None if callable(conv) else conv for key, conv in changes.items()})
+        self._journal("marked", {key: None if callable(conv) else conv for key, conv in changes.items()},
+                      places, switch=while_unavailable is not None)
         if _kp.ARMED:
             _kp.reached("convert.journaled")
         try:
@@ -124,6 +125,7 @@ class MovesMixin:
         try:
             if while_unavailable is not None:
                 while_unavailable()
+                self._journal("switched")
             held = self._held_slots()
             for key, (_, old) in marked.items():
                 if old in held:
@@ -235,11 +237,15 @@ class MovesMixin:
             raise
         return marked
 
-    def _journal(self, phase: str | None, keys: Mapping | None = None) -> None:
+    def _journal(self, phase: str | None, keys: Mapping | None = None,
+                 places: Mapping[int, Slot] | None = None, switch: bool = False) -> None:
         """Record a move in progress where a later process finds it (NamedStore); here nothing.
 
         "marked": keys about to become unavailable, each with its conversion
-        (a size, new bytes, or None for a function); "placed": each key's new
+        (a size, new bytes, or None for a function), the places given for some
+        (convert(places=)) and whether a switch (while_unavailable) comes; "switched":
+        it returned (a rollout's new version is attached, the old one detached);
+        "placed": each key's new
         slot and value, before any byte of them is written; None: finished."""
 
     def _restore(self, marked: Mapping[int, tuple[int, Slot]]) -> None:
