@@ -21,7 +21,7 @@
 # Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (2700 s),
 # VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel),
 # VM_KERNEL=bzImage (boot that image, not the cached build), VM_APPEND (kernel
-# command line to add).
+# command line to add to no_timer_check).
 #
 # Why single-threaded TCG: with QEMU's default multi-threaded TCG the guest
 # panicked at random ("Oops: int3" in trace_syscall_enter on every vCPU)
@@ -58,7 +58,15 @@ vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" -r "$
 if [ "${KERNEL_DEBUG:-0}" = 1 ] && [ -z "${VM_APPEND+set}" ]; then
     VM_APPEND=no5lvl
 fi
-[ -z "${VM_APPEND:-}" ] || vng_args+=(--append "$VM_APPEND")
+# no_timer_check, always: at boot the kernel checks that the IO-APIC timer
+# ticks within a few milliseconds of real time, and a TCG vCPU that the host
+# does not schedule in that window fails the check. One of the fresh-clone CI
+# runs panicked so ("Kernel panic - not syncing: IO-APIC + timer doesn't
+# work!" at 0.019 s, in test_harness.py, with two CI runs sharing 2 cores):
+# a random failure of the kind issue 7 is about, caused by a host under load,
+# not by the kernel or the tests. The option only skips that check (virtual
+# machines commonly boot with it); the timer itself works under TCG.
+vng_args+=(--append "no_timer_check${VM_APPEND:+ $VM_APPEND}")
 
 if [ "${1:-}" = "--shell" ]; then
     exec vng "${vng_args[@]}"
