@@ -258,23 +258,28 @@ def test_a_fork_child_neither_writes_through_its_copy_nor_keeps_the_lock(demo):
     target, pin = demo
     run_python(CREATOR, pin, str(target.pid))
     s = NamedStore.open("demo")
+    s.get(5)                                            # cached: the fast path knows its place
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                                        # the child
         os.close(r)
-        try:
-            s.put(40, b"child")
-            msg = b"put worked"
-        except Exception as exc:                        # noqa: BLE001 - reported to the parent
-            msg = type(exc).__name__.encode()
-        os.write(w, msg)
+        msgs = []
+        for call in (lambda: s.put(5, b"child's value!!!"), lambda: s.put_u64(1, 7),
+                     lambda: s.put(40, b"child")):
+            try:
+                call()
+                msgs.append("worked")
+            except Exception as exc:                    # noqa: BLE001 - reported to the parent
+                msgs.append(type(exc).__name__)
+        os.write(w, " ".join(msgs).encode())
         os.read(os.open("/dev/null", os.O_RDONLY), 1)
         import time
         time.sleep(30)
         os._exit(0)
     os.close(w)
     try:
-        assert os.read(r, 100) == b"StoreOwnerError"
+        assert os.read(r, 100) == b"StoreOwnerError StoreOwnerError StoreOwnerError"
+        assert s.get(5) == b"hello, world!!!!"
         s.close()
         with NamedStore.open("demo") as again:          # the child still lives
             assert 40 not in again
@@ -283,3 +288,77 @@ def test_a_fork_child_neither_writes_through_its_copy_nor_keeps_the_lock(demo):
         os.kill(pid, 9)
         os.waitpid(pid, 0)
         os.close(r)
+
+
+def test_a_write_that_ended_is_not_redone_over_a_later_bpf_write(named_roots, copy_path):
+    """The writer dies after its in-place write ended (count even again) but before it
+    cleared its write log.  BPF then writes the key; the next open() must keep that."""
+    from conftest import POKED
+    target = Target(code=POKED, stdin=subprocess.PIPE)
+    obj = BpfObject(object_path("demo_sys_enter", copy_path))
+    obj.globals.set_int("target_tgid", target.pid)
+    obj.load()
+    link = obj.program("demo_sys_enter").attach()
+    try:
+        s = NamedStore.create(obj, "demo", pid=target.pid)
+        s.put_many({1: bytes(8), 2: bytes(8), 3: bytes(4), 4: bytes(8),
+                    5: b"hello, world!!!!", 6: bytes(16)})
+        s.close()
+        res = run_python("from uptrkv.named_store import NamedStore\n"
+                         "NamedStore.open('demo').put(6, b'python put value')\n",
+                         env={"UPTRKV_KILL_AT": "write.even"}, check=False)
+        assert res.returncode == -9, res.stderr
+        with NamedStore.open("demo", readonly=True) as r:
+            assert r.get(6) == b"python put value"
+            target.poke()                               # BPF upper-cases key 5 into key 6
+            assert wait_for(lambda: r.get(6) == b"HELLO, WORLD!!!!")
+        with NamedStore.open("demo") as w:              # repairs: nothing to redo
+            assert w.get(6) == b"HELLO, WORLD!!!!", w.repairs
+            w.destroy()
+    finally:
+        link.close()
+        obj.close()
+        target.kill()
+
+
+def test_readers_follow_the_writer_new_pages_moves_and_verify(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    r = NamedStore.open("demo", readonly=True)
+    w = NamedStore.open("demo")
+    try:
+        for k in range(100, 112):                       # pages 1.. appear after the reader mapped
+            w.put(k, bytes([k]) * 1000)
+        assert r.get(111) == bytes([111]) * 1000 and r.pages == w.pages
+        assert r.verify() == [] and r.free_bytes() == w.free_bytes() + w.quarantined_bytes()
+        seen = []
+
+        def during():                                   # while key 5 is unavailable
+            seen.append(r.get(5))
+        w.convert({5: b"moved, bigger value!"}, while_unavailable=lambda: seen.append(
+            __import__("threading").Thread(target=during).start()))
+        assert wait_for(lambda: len(seen) == 2)
+        assert seen[1] in (b"hello, world!!!!", b"moved, bigger value!")
+        assert r.get(5) == b"moved, bigger value!"
+        with pytest.raises(StoreStateError, match="read-only"):
+            r.mark_switched()
+    finally:
+        r.close()
+        w.destroy()
+
+
+def test_one_store_per_task_and_map(demo):
+    target, pin = demo
+    run_python(CREATOR, pin, str(target.pid))
+    pins_before = sorted(os.listdir(os.path.join(os.environ["UPTRKV_BPFFS"], "maps"))) \
+        if os.path.isdir(os.path.join(os.environ["UPTRKV_BPFFS"], "maps")) else []
+    with pytest.raises(ValueError, match="already has store 'demo'"):
+        NamedStore.create(pin, "other", pid=target.pid)
+    with pytest.raises(FileExistsError):               # a failed create leaves no pin behind
+        with BpfObject(object_path("demo_sys_enter", "stock")) as obj2:
+            obj2.load()
+            NamedStore.create(obj2, "demo", pid=target.pid)
+    after = sorted(os.listdir(os.path.join(os.environ["UPTRKV_BPFFS"], "maps"))) \
+        if os.path.isdir(os.path.join(os.environ["UPTRKV_BPFFS"], "maps")) else []
+    assert after == pins_before
+    assert not os.path.exists(os.path.join(os.environ["UPTRKV_ROOT"], "other"))

@@ -202,3 +202,20 @@ def test_killed_at_random_times(rig):
         repaired += bool(rig.check("random", f"random round {i}"))
     rig.destroy("random")
     print(f"{rounds} random kills, {repaired} needed a repair")
+
+
+def test_a_conversion_that_no_longer_fits_is_rolled_back(rig):
+    """A writer killed inside convert({1: 4096}) on a full store: rolling forward cannot
+    place the value, so open() gives key 1 its old value back instead of failing for ever."""
+    big = {50 + i: bytes([50 + i]) * 1000 for i in range(31)}          # fills all 8 pages
+    rig.fresh("full", big)
+    p = rig.writer("full", "fill_convert", kill_at="convert.unavailable:1")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == -signal.SIGKILL, err
+    runs = rig.counters()["runs"]
+    with NamedStore.open("full") as s:
+        assert any("no longer fits" in r for r in s.repairs), s.repairs
+        assert s.get(1) == val(1, 0, 8) and s.verify() == []
+        s.destroy()
+    assert wait_for(lambda: rig.counters()["runs"] > runs + 3)
+    assert rig.counters()["bad"] == 0

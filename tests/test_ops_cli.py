@@ -287,6 +287,14 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
         with NamedStore.open(name, root=ops.root) as s:            # the next writer repairs
             assert s.verify() == [], (step, s.verify())
             repairs = list(s.repairs)
+        # The next writer command settles the record: the manifest in force is the one whose
+        # sizes the keys have, so a typed put of 'last' works either way.
+        empty = tmp_path / "empty.toml"
+        empty.write_text("")
+        ops.run("seed", name, empty)
+        assert ops.json("get", name, "last")["size"] in (8, 16)
+        state = json.loads(open(os.path.join(ops.root, name, "state.json")).read())
+        assert state.get("rollout") is None
         before = ops.calls(name)
         assert wait_for(lambda: ops.calls(name) > before), f"killed at {step}: nothing counts"
         v2 = any(r["object"].endswith("known_v2.bpf.o") for r in pinned)
@@ -305,6 +313,26 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
             assert size == 16, f"killed at {step}: v2 alone but 'last' rolled back"
         else:
             assert size in (8, 16)
+        ops.run("put", name, "last", "5" if size == 8 else "00" * 16)    # typed by the manifest in force
         results.append((step, [p["program"] for p in pinned], size, len(repairs)))
         ops.run("destroy", name)
     print("\n".join(f"{s}: attached {p}, last {n} B, {r} repair(s)" for s, p, n, r in results))
+
+
+def test_gc_deletes_nothing_that_is_not_a_store(ops, target, tmp_path):
+    """A wrong --root (not tmpfs, or not private) is refused; a directory of the root that
+    holds anything but a store's files is kept, and said so."""
+    wrong = tmp_path / "projects"
+    wrong.mkdir()
+    (wrong / "notes.txt").write_text("keep me")
+    one_line_error(ops.run("gc", "--root", tmp_path, rc=1), "not on tmpfs")
+    assert (wrong / "notes.txt").read_text() == "keep me"
+    os.makedirs(ops.root, exist_ok=True)
+    odd = os.path.join(ops.root, "projects")
+    os.mkdir(odd, 0o700)
+    with open(os.path.join(odd, "notes.txt"), "w") as f:
+        f.write("keep me")
+    out = ops.json("gc")
+    assert out["removed"] == [] and [k["name"] for k in out["busy"]] == ["projects"]
+    assert "not a store directory" in out["busy"][0]["reason"]
+    assert open(os.path.join(odd, "notes.txt")).read() == "keep me"

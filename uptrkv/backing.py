@@ -92,10 +92,11 @@ class FileBacking:
 
     named = True
 
-    def __init__(self, directory: str, page_size: int, create: bool):
+    def __init__(self, directory: str, page_size: int, create: bool, readonly: bool = False):
         self.directory = directory
         self.page_size = page_size
         self.create = create
+        self.readonly = readonly          # a reader maps the files as they are, creating none
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -124,7 +125,7 @@ class FileBacking:
     def data(self, index: int) -> Page:
         """Data page index: the existing file, or a new zero one."""
         name = f"page{index}"
-        return self._page(name, not os.path.exists(self.path(name)))
+        return self._page(name, not self.readonly and not os.path.exists(self.path(name)))
 
     def existing_data_pages(self) -> int:
         """How many data page files exist (page0.. without a gap)."""

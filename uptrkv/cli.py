@@ -133,7 +133,17 @@ def _plan_json(p) -> dict:
 
 def _open(args, readonly: bool = False):
     from .named_store import NamedStore
-    return NamedStore.open(args.name, readonly=readonly)
+    store = NamedStore.open(args.name, readonly=readonly)
+    if not readonly:
+        from . import deploy
+        try:
+            note = deploy.settle(store)
+        except BaseException:
+            store.close()
+            raise
+        if note:
+            print(f"uptrkv: {note}", file=sys.stderr)
+    return store
 
 
 def _value_json(store, kid: int, spec, raw: bytes) -> dict:
@@ -252,10 +262,12 @@ def _store_info(name: str) -> dict:
     from .errors import TargetGoneError
     from .named import StoreDir, Target
     from .named_store import NamedStore
-    info = {"name": name, "pid": None, "alive": False, "pages": None, "used": None,
+    info = {"name": name, "pid": None, "alive": None, "pages": None, "used": None,
             "capacity": None, "programs": [], "error": None}
     try:
-        state = StoreDir(name).read_state()
+        d = StoreDir(name)
+        d.check()                       # a state file someone else could write is not believed
+        state = d.read_state()
         info["pid"] = state["target"]["pid"]
         info["alive"] = Target(**state["target"]).alive()
         info["programs"] = [{"program": p, "pinned": os.path.exists(r["pin"])}
@@ -289,7 +301,7 @@ def _ls(args) -> int:
     for i in infos:
         progs = ", ".join(p["program"] + ("" if p["pinned"] else " (pin missing)") for p in i["programs"])
         fill = f"{i['used']}/{i['capacity']}" if i["used"] is not None else "-"
-        alive = "yes" if i["alive"] else "no (`uptrkv gc` removes it)"
+        alive = {True: "yes", False: "no (`uptrkv gc` removes it)", None: "?"}[i["alive"]]
         rows.append((i["name"], i["pid"] if i["pid"] is not None else "?", alive,
                      i["pages"] if i["pages"] is not None else "-", fill, progs or "-"))
         if i["error"]:
@@ -373,6 +385,8 @@ def _remove_store(name: str, state: dict | None) -> None:
     from . import deploy
     from .named import StoreDir
     d = StoreDir(name)
+    d.check_root()              # never delete in a root that is not ours, private and on tmpfs
+    d.check()                   # nor in a store directory someone else could have changed
     d.lock()                    # StoreBusyError while a process has it open for writing
     try:
         if state is None:
@@ -408,21 +422,27 @@ def _destroy(args) -> int:
 
 
 def _gc(args) -> int:
-    from .errors import StoreBusyError, StoreStateError
-    from .named import StoreDir, Target, list_names
+    from .errors import StoreAccessError, StoreBusyError, StoreStateError
+    from .named import StoreDir, Target, list_names, runtime_root
     removed, kept = [], []
+    if os.path.isdir(runtime_root()):
+        StoreDir("_", None).check_root()         # a wrong --root deletes nothing
     for name in list_names():
         d = StoreDir(name)
         try:
+            d.check()
             state = d.read_state()
         except StoreStateError:
             state = None            # no state file: removed below unless its creator holds the lock
+        except StoreAccessError as exc:
+            kept.append({"name": name, "reason": _message(exc)})
+            continue
         if state is not None and Target(**state["target"]).alive():
             continue
         try:
             _remove_store(name, state)
             removed.append(name)
-        except StoreBusyError as exc:
+        except (StoreBusyError, StoreAccessError) as exc:
             kept.append({"name": name, "reason": _message(exc)})
     if args.json:
         _emit_json({"removed": removed, "busy": kept})

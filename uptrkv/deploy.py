@@ -306,6 +306,27 @@ def drop_map_pin(state: dict, root: str | os.PathLike | None = None) -> bool:
 
 # --- rollout across processes ----------------------------------------------------------
 
+def settle(store: NamedStore) -> str | None:
+    """Bring the record of a rollout a killed process left (state "rollout") in line with
+    the store, after open() repaired it: the manifest whose sizes the keys have is the one
+    in force, and links whose pins are gone are dropped.  Returns what it did, or None."""
+    r = store.state.get("rollout")
+    if not r:
+        return None
+    new, old = Manifest.from_dict(r["manifest"]), manifest_of(store)
+    live = {p: rec for p, rec in (store.state.get("links") or {}).items() if os.path.exists(rec["pin"])}
+    resized = [k for k in new.keys if old is not None and k.id in old.by_id and old.by_id[k.id].size != k.size]
+    if resized:
+        forward = all(k.id in store and store.size(k.id) == k.size for k in resized)
+    else:
+        forward = any(rec.get("object") == r.get("object") for rec in live.values())
+    in_force = new if forward or old is None else old
+    store.update_state(manifest=in_force.to_dict(), links=live, rollout=None)
+    return (f"an interrupted rollout to {r.get('object')} was settled: the manifest of "
+            f"{'the new' if in_force is new else 'the old'} version is in force; attached: "
+            f"{', '.join(sorted(live)) or 'nothing'}")
+
+
 def plan(store: NamedStore, new_manifest: Manifest, *, readonly: bool = False) -> _rollout.Plan:
     """The rollout plan from the recorded manifest to new_manifest, with the space check
     (readonly=True for a store opened read-only: a dry run)."""

@@ -34,6 +34,8 @@ FORMAT = 1
 STATE = "state.json"
 LOCK = "lock"
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# Every file a store directory may hold: remove() deletes these and nothing else.
+STORE_FILE_RE = re.compile(r"(meta|page[0-9]|state\.json|lock|wal|\.state\.json\.[0-9]+)")
 
 
 def runtime_root(root: str | os.PathLike | None = None) -> str:
@@ -113,6 +115,22 @@ class StoreDir:
             raise FileExistsError(errno.EEXIST, f"store {self.name!r} already exists in {self.root}; "
                                   "open it, or destroy it first") from None
         os.chmod(self.path, 0o700)           # whatever the umask
+
+    def check_root(self) -> None:
+        """StoreAccessError unless the runtime root is a tmpfs directory this user owns that
+        nobody else can write: the only place whose directories gc and destroy delete."""
+        from .backing import require_tmpfs
+        try:
+            st = os.lstat(self.root)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"runtime root {self.root} does not exist") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreAccessError(f"runtime root {self.root} is not a directory")
+        _check_secure(self.root, st, "runtime root")
+        try:
+            require_tmpfs(self.root)
+        except OSError as exc:
+            raise StoreAccessError(f"{exc.strerror}: not a runtime root") from None
 
     def check(self) -> None:
         """StoreAccessError unless the root, directory and files are this user's and private."""
@@ -202,8 +220,17 @@ class StoreDir:
                 os.unlink(entry.path)
 
     def remove(self) -> None:
-        """Delete the directory and its files (the caller removed the element first)."""
-        for entry in os.scandir(self.path):
+        """Delete the directory and its files (the caller removed the element first).
+
+        Only a store's own files: a directory holding anything else is not
+        a store (a wrong root, say) and is left alone with StoreAccessError."""
+        entries = list(os.scandir(self.path))
+        strange = [e.name for e in entries
+                   if not STORE_FILE_RE.fullmatch(e.name) or not e.is_file(follow_symlinks=False)]
+        if strange:
+            raise StoreAccessError(f"{self.path} is not a store directory (it holds "
+                                   f"{', '.join(sorted(strange)[:5])}): left alone")
+        for entry in entries:
             os.unlink(entry.path)
         os.rmdir(self.path)
 

@@ -29,22 +29,28 @@ import mmap
 import os
 import struct
 import threading
+import time
 from dataclasses import asdict
 from typing import Callable, Mapping
 
 from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
-from .backing import FileBacking, require_tmpfs
-from .errors import CorruptStoreError, StoreStateError, TargetGoneError
+from .backing import FileBacking
+from .errors import (CorruptStoreError, InvalidValueError, StoreBusyError, StoreFullError,
+                     StoreStateError, TargetGoneError)
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
-from .named import StoreDir, Target, task_start_time
+from .named import StoreDir, Target, list_names, task_start_time
 from .store import DEFAULT_MAP, KVStore, _live_stores
 
 BPFFS_ENV = "UPTRKV_BPFFS"
 DEFAULT_BPFFS = "/sys/fs/bpf/uptrkv"
 WAL = "wal"
+# A sequence count that stays odd this long at open is a dead writer's (BPF holds it for ns).
+STUCK_ODD_SECONDS = 0.05
+# How long a reader waits for a key the writer is moving (a move lasts about a grace period).
+READER_WAIT_SECONDS = 2.0
 WAL_SIZE = 2 * 4096
 _WAL_HEAD = struct.Struct("<III")        # key + 1 (0: no record), entry location, size
 
@@ -55,11 +61,15 @@ def bpffs_root(pin_root: str | os.PathLike | None = None) -> str:
 
 def _drop_locks_in_child() -> None:
     """A fork child shares its parent's lock (one open file description): close its copy,
-    so that the lock goes when the parent closes the store, not when the child exits."""
+    so that the lock goes when the parent closes the store, not when the child exits.
+    Its copy of the object shares the pages too (MAP_SHARED): forget the fast paths'
+    cache so that every call takes the checked path, which refuses (StoreOwnerError)."""
     for store in list(_live_stores):
         d = getattr(store, "_dir", None)
         if d is not None and d.locked:
             d.unlock()
+        if d is not None and getattr(store, "_fast", None) is not None:
+            store._init_fast()
 
 
 os.register_at_fork(after_in_child=_drop_locks_in_child)
@@ -146,7 +156,10 @@ class NamedStore(KVStore):
         """
         self = cls.__new__(cls)
         self._closed = True
+        self._readonly = False
         self._dir = StoreDir(name, root)
+        os.makedirs(self._dir.root, mode=0o700, exist_ok=True)
+        self._dir.check_root()                   # ours, private, on tmpfs: before anything else
         if pid is None and tid is None:          # the calling thread, as KVStore does
             tid = threading.get_native_id()
             if tid == os.getpid():
@@ -157,24 +170,27 @@ class NamedStore(KVStore):
             kv_map = MapHandle.open_pinned(source)
         else:
             kv_map = source
-        self._setup(kv_map, None, grace, pid, tid)
-        if isinstance(source, (str, os.PathLike)):
-            kv_map.close()
-        self._readonly = False
-        os.makedirs(self._dir.root, mode=0o700, exist_ok=True)
-        require_tmpfs(self._dir.root)
-        if isinstance(source, (str, os.PathLike)):
-            map_pin = os.path.abspath(os.fspath(source))
-        else:
-            map_pin = self._pin_map(bpffs_root(pin_root))
-        start = task_start_time(tid if tid is not None else pid)
-        if start is None:
-            raise TargetGoneError(f"{self.task} has exited")
-        tgt = Target(pid=pid if pid is not None else os.getpid(), start_time=start, tid=tid)
-        self._dir.make()
-        made = True
-        registered = False
         try:
+            self._setup(kv_map, None, grace, pid, tid)
+        except BaseException:
+            self._release()
+            raise
+        finally:
+            if isinstance(source, (str, os.PathLike)):
+                kv_map.close()
+        made = pinned = registered = False
+        try:
+            start = task_start_time(tid if tid is not None else pid)
+            if start is None:
+                raise TargetGoneError(f"{self.task} has exited")
+            tgt = Target(pid=pid if pid is not None else os.getpid(), start_time=start, tid=tid)
+            self._refuse_second_store(tgt)
+            self._dir.make()
+            made = True
+            if isinstance(source, (str, os.PathLike)):
+                map_pin = os.path.abspath(os.fspath(source))
+            else:
+                map_pin, pinned = self._pin_map(bpffs_root(pin_root))
             self._dir.lock()
             self._backing = FileBacking(self._dir.path, self.layout.page_size, create=True)
             self._wal = WriteLog(self._dir.file(WAL), create=True)
@@ -200,6 +216,8 @@ class NamedStore(KVStore):
         except BaseException:
             if registered:
                 self.map.delete(self._key)
+            if pinned:
+                os.unlink(map_pin)
             self._release()
             if made:
                 self._dir.remove()
@@ -207,7 +225,21 @@ class NamedStore(KVStore):
         _live_stores.add(self)
         return self
 
-    def _pin_map(self, pin_root: str) -> str:
+    def _refuse_second_store(self, tgt: Target) -> None:
+        """One store per task and map: another store's element would be taken over by
+        either one's open() (an element holds one set of pages)."""
+        for other in list_names(self._dir.root):
+            try:
+                st = StoreDir(other, self._dir.root).read_state()
+            except (StoreStateError, OSError):
+                continue
+            t, m = st.get("target") or {}, st.get("map") or {}
+            if m.get("id") == self.map.id and t.get("start_time") == tgt.start_time and \
+                    (t.get("tid") or t.get("pid")) == (tgt.tid or tgt.pid):
+                raise InvalidValueError(f"{self.task} already has store {other!r} in map "
+                                        f"{self.map.name} (id {self.map.id}); open it, or destroy it first")
+
+    def _pin_map(self, pin_root: str) -> tuple[str, bool]:
         """Pin the store's map under pin_root/maps (once per map; shared by its stores)."""
         maps = os.path.join(pin_root, "maps")
         os.makedirs(maps, mode=0o700, exist_ok=True)
@@ -216,9 +248,9 @@ class NamedStore(KVStore):
             with MapHandle.open_pinned(path) as other:
                 if other.id != self.map.id:
                     raise StoreStateError(f"{path} pins map id {other.id}, not {self.map.id}")
-        else:
-            self.map.pin(path)
-        return path
+            return path, False
+        self.map.pin(path)
+        return path, True
 
     # --- open ----------------------------------------------------------------------
 
@@ -270,7 +302,7 @@ class NamedStore(KVStore):
             self._readonly = readonly
             if not readonly:
                 d.remove_stale_temporaries()
-            self._backing = FileBacking(d.path, layout.page_size, create=False)
+            self._backing = FileBacking(d.path, layout.page_size, create=False, readonly=readonly)
             self._map_pages(max(1, self._backing.existing_data_pages()))
             keep = ~self._seq_bits
             self._shadow = [e & keep for e in self._entries.tolist()]
@@ -299,20 +331,26 @@ class NamedStore(KVStore):
         self._finish_journal()
 
     def _replay_write(self) -> None:
+        """Finish an in-place write the dead writer left with its sequence count odd.
+
+        Only then: an even count means the write ended (or never began), and a
+        BPF write since must stay.  BPF's own writes hold the count odd for
+        nanoseconds, so a count that stays odd belongs to the dead writer."""
         rec = self._wal.pending()
         if rec is None:
             return
         key, location, data = rec
-        entry = self._entries[key]
         slot = self.layout.decode(location | self._init_bit)
-        if entry & self._init_bit and self._location(entry) == location and slot and slot.size == len(data):
-            if entry & self._seq_one:                # cut short inside the copy: we own the odd count
+        entry = self._entries[key]
+        if slot is not None and slot.size == len(data) and entry & self._init_bit \
+                and self._location(entry) == location and entry & self._seq_one:
+            deadline = time.monotonic() + STUCK_ODD_SECONDS
+            while self._entries[key] == entry and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if self._entries[key] == entry:
                 self._pages[slot.page].view[slot.offset:slot.end] = data
                 self._entries[key] = (entry & ~self._seq_bits) | ((entry + self._seq_one) & self._seq_bits)
-            else:
-                self._wal.end()
-                self._write(key, slot, data)
-            self.repairs.append(f"key {key}: an in-place write cut short was done again")
+                self.repairs.append(f"key {key}: an in-place write cut short was done again")
         self._wal.end()
 
     def _rebuild_allocation(self, quarantine: bool = True) -> None:
@@ -377,37 +415,14 @@ class NamedStore(KVStore):
         # A switch (a rollout's while_unavailable) that did not return: the old version may
         # still be the one attached, so its keys go back; once it returned, forward.
         switch_done = not journal.get("switch") or journal.get("switched")
-        forward = {k: marked[k] for k in busy
-                   if k in marked and marked[k] is not None and not placed and switch_done}
+        forward = {k: c for k, c in marked.items() if c is not None} if not placed and switch_done else {}
+        for key in forward:                 # keys the writer had not marked yet: the whole batch moves
+            if key not in busy and self._entries[key] & self._init_bit:
+                if self._swap(key, lay.busy) & self._init_bit:
+                    busy[key] = self._entries[key]
+        forward = {k: c for k, c in forward.items() if k in busy}
         if forward:
-            olds = {k: lay.decode((busy[k] & ~self._seq_bits) | self._init_bit) for k in forward}
-            values = {}
-            for key, conv in forward.items():
-                old = bytes(self._pages[olds[key].page].view[olds[key].offset:olds[key].end])
-                if isinstance(conv, int):
-                    values[key] = old[:conv] + bytes(max(0, conv - len(old)))
-                else:
-                    values[key] = bytes.fromhex(conv)
-            self._wait_grace()                                # nobody uses the old places now
-            held = self._held_slots()
-            for key, old in olds.items():
-                if old in held:                               # a pinned program still knows it
-                    self._alloc.retire(old)
-                else:
-                    self._alloc.release(old)
-            given = {int(k): Slot(*v) for k, v in (journal.get("places") or {}).items()}
-            for key, value in values.items():
-                slot = given.get(key)
-                if slot is not None and slot.size == len(value) and slot in self._alloc.quarantined:
-                    self._alloc.unretire(slot)                # the place a pinned program resolved
-                else:
-                    slot = self._place(len(value))
-                self._pages[slot.page].view[slot.offset:slot.end] = value
-                self._publish(key, slot)
-                busy.pop(key)
-                self.repairs.append(f"key {key}: a conversion was finished (rolled forward)")
-                if _kp.ARMED:
-                    _kp.reached("repair.forward")
+            self._roll_forward(forward, busy, journal)
         for key, entry in busy.items():                        # never journaled, or a function's
             restored = (entry & ~self._seq_bits) | self._init_bit
             self._entries[key] = restored
@@ -415,6 +430,49 @@ class NamedStore(KVStore):
             self.repairs.append(f"key {key}: made available again with its old value (rolled back)")
         if journal:
             self._set_state(journal=None)
+
+    def _roll_forward(self, forward: dict, busy: dict, journal: dict) -> None:
+        """Convert the journaled keys from their old bytes, as convert() would have; if they
+        cannot all fit, they all keep their old values (rolled back by the caller)."""
+        lay = self.layout
+        olds = {k: lay.decode((busy[k] & ~self._seq_bits) | self._init_bit) for k in forward}
+        values = {}
+        for key, conv in forward.items():
+            old = bytes(self._pages[olds[key].page].view[olds[key].offset:olds[key].end])
+            values[key] = (old[:conv] + bytes(max(0, conv - len(old)))) if isinstance(conv, int) \
+                else bytes.fromhex(conv)
+        self._wait_grace()                                # nobody uses the old places now
+        trial = self._alloc.copy()
+        held = self._held_slots()
+        for old in olds.values():
+            if old in held:                               # a pinned program still knows it
+                trial.retire(old)
+            else:
+                trial.release(old)
+        given = {int(k): Slot(*v) for k, v in (journal.get("places") or {}).items()}
+        places = {}
+        try:
+            for key, value in sorted(values.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                slot = given.get(key)
+                if slot is not None and slot.size == len(value) and slot in trial.quarantined:
+                    trial.unretire(slot)                  # the place a pinned program resolved
+                else:
+                    slot = trial.allocate(len(value))
+                places[key] = slot
+        except StoreFullError:
+            self.repairs.append(f"keys {sorted(forward)}: their conversion no longer fits "
+                                "the store: rolled back instead")
+            return
+        while trial.pages > len(self._pages):
+            self._add_page()
+        self._alloc = trial
+        for key, slot in places.items():
+            self._pages[slot.page].view[slot.offset:slot.end] = values[key]
+            self._publish(key, slot)
+            busy.pop(key)
+            self.repairs.append(f"key {key}: a conversion was finished (rolled forward)")
+            if _kp.ARMED:
+                _kp.reached("repair.forward")
 
     # --- readers ------------------------------------------------------------------------
 
@@ -530,9 +588,62 @@ class NamedStore(KVStore):
             raise StoreStateError(f"store {self.name!r} was opened read-only; open it "
                                   "without readonly=True to change it")
         for name in ("put", "put_u64", "put_u32", "put_many", "delete", "resize", "convert",
-                     "compact", "stage", "publish_staged", "reclaim", "ensure_pages",
-                     "reserve_place", "update_state", "destroy", "hold"):
+                     "compact", "stage", "publish_staged", "discard_staged", "reclaim",
+                     "ensure_pages", "reserve_place", "retire_place", "update_state", "destroy",
+                     "hold", "release", "hold_pinned", "release_pinned", "mark_switched"):
             setattr(self, name, refuse)
+        # Reads check the entry again after the copy: the writer (another process) may
+        # delete a key and reuse its place once a grace period has passed, which protects
+        # BPF programs, not a reader that a scheduler paused between the entry and the copy.
+        self.get = self._reader_get
+        self.get_u64 = lambda key: int.from_bytes(self._reader_sized(key, 8, "get_u64"), "little")
+        self.get_u32 = lambda key: int.from_bytes(self._reader_sized(key, 4, "get_u32"), "little")
+        self.get_into = self._reader_get_into
+
+    def _reader_get(self, key: int) -> bytes:
+        for _ in range(1000):
+            slot = self._require(key)
+            entry = self._entries[key]
+            data = self._read(key, slot)
+            if self._entries[key] == entry:
+                return data
+        raise StoreBusyError(f"key {key} changed during every read; retry later")
+
+    def _reader_sized(self, key: int, size: int, what: str) -> bytes:
+        data = self._reader_get(key)
+        if len(data) != size:
+            raise InvalidValueError(f"key {key} holds {len(data)} bytes; {what} needs {size}")
+        return data
+
+    def _reader_get_into(self, key: int, buffer) -> int:
+        data = self._reader_get(key)
+        dst = memoryview(buffer).cast("B")
+        if dst.readonly:
+            raise TypeError(f"get_into needs a writable buffer, {type(buffer).__name__} is read-only")
+        if dst.nbytes < len(data):
+            raise InvalidValueError(f"key {key} holds {len(data)} bytes, the buffer has {dst.nbytes}")
+        dst[:len(data)] = data
+        return len(data)
+
+    def _valid(self, key: int, entry: int) -> Slot | None:
+        if self._readonly:
+            if entry and not entry & self._init_bit:        # the writer is moving it: wait
+                deadline = time.monotonic() + READER_WAIT_SECONDS
+                while entry and not entry & self._init_bit:
+                    if time.monotonic() > deadline:
+                        raise StoreBusyError(f"key {key} is being moved by the store's writer "
+                                             f"(for more than {READER_WAIT_SECONDS} s); retry")
+                    time.sleep(0.001)
+                    entry = self._entries[key]
+            slot = self.layout.decode(entry)
+            if slot is not None and slot.page >= len(self._pages):
+                self._map_new_pages()                       # the writer added pages since
+        return super()._valid(key, entry)
+
+    def _map_new_pages(self) -> None:
+        for i in range(len(self._pages), self._backing.existing_data_pages()):
+            self._pages.append(self._backing.data(i))
+        self._init_fast()
 
     # --- lifetime ------------------------------------------------------------------------
 

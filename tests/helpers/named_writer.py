@@ -40,6 +40,10 @@ def run(store, op: str, rng: random.Random) -> None:
         for k in range(50, 60):
             store.delete(k)
         store.compact()
+    elif op == "put6":
+        store.put(6, b"python put value")
+    elif op == "fill_convert":              # a conversion that cannot fit a full store
+        store.convert({1: 4096})
     elif op == "stage":
         store.stage(2, val(2, 1, 16))
         store.stage(44, val(44, 1, 16))

@@ -104,6 +104,8 @@ class ValuesMixin:
                 self._entries[key] = ((entry & ~self._seq_bits)
                                       | ((entry + 2 * self._seq_one) & self._seq_bits))
             if wal is not None:
+                if _kp.ARMED:
+                    _kp.reached("write.even")
                 wal.end()
 
     # --- public API ------------------------------------------------------------
