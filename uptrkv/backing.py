@@ -70,7 +70,7 @@ class AnonymousBacking:
         """Data page index is no longer registered (nothing to remove)."""
 
 
-def _fstatfs_is_tmpfs(path: str) -> bool:
+def is_tmpfs(path: str) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     buf = (ctypes.c_long * 16)()             # struct statfs starts with long f_type
     if libc.statfs(os.fsencode(path), buf) != 0:
@@ -82,9 +82,9 @@ def _fstatfs_is_tmpfs(path: str) -> bool:
 def require_tmpfs(path: str) -> None:
     """Uptr pages of a file must be shmem: the kernel pins them for as long as they are
     registered, which it refuses or cannot honour for files of other filesystems."""
-    if not _fstatfs_is_tmpfs(path):
+    if not is_tmpfs(path):
         raise OSError(errno.EINVAL, f"{path} is not on tmpfs: named stores keep their pages in "
-                      "tmpfs files; choose a runtime root on tmpfs (such as /run/uptrkv)")
+                      "tmpfs files; choose a runtime root on tmpfs (such as /run/uptrkv or /dev/shm/uptrkv)")
 
 
 class FileBacking:

@@ -4,7 +4,7 @@ rollout | destroy | gc``.
 
 Every command takes ``--json``; exit status 0 on success, 1 on failure (one
 line ``uptrkv: error: ...`` on stderr), 2 on bad usage.  ``--root`` and
-``--bpffs`` (defaults: $UPTRKV_ROOT or /run/uptrkv, $UPTRKV_BPFFS or
+``--bpffs`` (defaults: $UPTRKV_ROOT or /run/uptrkv (/dev/shm/uptrkv where /run is not tmpfs), $UPTRKV_BPFFS or
 /sys/fs/bpf/uptrkv) say where stores and pins live."""
 
 from __future__ import annotations
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of a table")
     common.add_argument("--root", default=argparse.SUPPRESS,
-                        help="directory of named stores, on tmpfs (default: $UPTRKV_ROOT or /run/uptrkv)")
+                        help="directory of named stores, on tmpfs (default: $UPTRKV_ROOT, or /run/uptrkv, or /dev/shm/uptrkv where /run is not tmpfs)")
     common.add_argument("--bpffs", default=argparse.SUPPRESS,
                         help="bpffs directory for map and link pins (default: $UPTRKV_BPFFS or /sys/fs/bpf/uptrkv)")
     parser = argparse.ArgumentParser(prog="uptrkv", description=__doc__, parents=[common],

@@ -30,6 +30,7 @@ from .errors import StoreAccessError, StoreBusyError, StoreStateError
 
 ROOT_ENV = "UPTRKV_ROOT"
 DEFAULT_ROOT = "/run/uptrkv"
+FALLBACK_ROOT = "/dev/shm/uptrkv"     # where /run is not tmpfs (some containers)
 FORMAT = 1
 STATE = "state.json"
 LOCK = "lock"
@@ -39,7 +40,16 @@ STORE_FILE_RE = re.compile(r"(meta|page[0-9]|state\.json|lock|wal|\.state\.json\
 
 
 def runtime_root(root: str | os.PathLike | None = None) -> str:
-    return os.fspath(root) if root is not None else os.environ.get(ROOT_ENV, DEFAULT_ROOT)
+    """root, else $UPTRKV_ROOT, else /run/uptrkv if /run is tmpfs, else /dev/shm/uptrkv."""
+    if root is not None:
+        return os.fspath(root)
+    if ROOT_ENV in os.environ:
+        return os.environ[ROOT_ENV]
+    from .backing import is_tmpfs
+    try:
+        return DEFAULT_ROOT if is_tmpfs(os.path.dirname(DEFAULT_ROOT)) else FALLBACK_ROOT
+    except OSError:
+        return FALLBACK_ROOT
 
 
 def check_name(name: str) -> str:
