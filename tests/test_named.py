@@ -238,11 +238,12 @@ def test_a_store_on_a_map_that_bpftool_loaded_and_pinned(named_roots, copy_path,
         os.close(prog_fd)
     target = Target(cpu=other_cpu)
     try:
-        res = run_python("import sys\nfrom uptrkv.named_store import NamedStore\n"
-                         "s = NamedStore.create(sys.argv[1], 'ops', pid=int(sys.argv[2]))\n"
-                         "s.put_many({1: bytes(8), 2: bytes(8)})\nprint(s.state['map'])\n",
-                         os.path.join(map_dir, "kv_store_map"), str(target.pid))
-        assert "kv_store_map" in res.stdout
+        cli = ("import sys\nfrom uptrkv.cli import main\nsys.exit(main(sys.argv[1:]))",)
+        res = run_python(*cli, "create", "--pid", str(target.pid), "--map",
+                         os.path.join(map_dir, "kv_store_map"), "--name", "ops")
+        assert "created store ops" in res.stdout, res.stdout
+        run_python(*cli, "put", "ops", "1", "00" * 8)
+        run_python(*cli, "put", "ops", "2", "00" * 8)
         with NamedStore.open("ops", readonly=True) as r:
             assert wait_for(lambda: r.get_u64(1) > 10), "the bpftool-loaded program never counted"
             assert 0 < r.get_u64(2) < 1024              # a syscall number (getppid, nanosleep...)
