@@ -54,6 +54,25 @@ class Ops:
     def json(self, *args):
         return json.loads(self.run(*args, "--json").stdout)
 
+    def here(self, *args, rc: int | None = 0):
+        """The same command run by uptrkv.cli.main() in this process (no interpreter start:
+        in the TCG guest one costs seconds).  Returns (exit status, stdout, stderr)."""
+        import contextlib
+        import io
+        from uptrkv.cli import main
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([*map(str, args), "--root", self.root, "--bpffs", self.bpffs])
+            except SystemExit as exc:
+                code = exc.code
+        if rc is not None:
+            assert code == rc, f"{args}: exit {code}\n{out.getvalue()}\n{err.getvalue()}"
+        return code, out.getvalue(), err.getvalue()
+
+    def here_json(self, *args):
+        return json.loads(self.here(*args, "--json")[1])
+
     def calls(self, name: str) -> int:
         return self.json("get", name, "calls")["value"]
 
@@ -254,26 +273,33 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
     """`uptrkv rollout` known_v1 -> known_v2 (key 'last' grows from 8 to 16 bytes, at a place
     v2 resolves at load) killed by SIGKILL at each step it reaches.  Afterwards: some
     version is pinned and counting; the next writer's open() repairs the store (the move
-    rolled forward once it was journaled); and if v2 is attached, 'last' is published
-    where v2 writes it (its second half follows the counter)."""
+    rolled forward once it was journaled) and the next writer command settles the
+    manifest in force; and if v2 is attached, 'last' is published where v2 writes it (its
+    second half follows the counter).  Only the rollouts run as processes; the commands
+    around them run in this process (the workflow test covers them as processes)."""
     from uptrkv.named_store import NamedStore
 
+    def calls(name):
+        return ops.here_json("get", name, "calls")["value"]
+
     def make(name):
-        ops.json("create", "--pid", target.pid, "--object", obj("known_v1"), "--name", name)
-        ops.run("attach", name, obj("known_v1"))
-        assert wait_for(lambda: ops.calls(name) > 0)
+        ops.here("create", "--pid", target.pid, "--object", obj("known_v1"), "--name", name)
+        ops.here("attach", name, obj("known_v1"))
+        assert wait_for(lambda: calls(name) > 0)
 
     make("steps")
     log = tmp_path / "steps.log"
     ops.env["UPTRKV_KILL_LOG"] = str(log)
     ops.run("rollout", "steps", obj("known_v2"))
     del ops.env["UPTRKV_KILL_LOG"]
-    ops.run("destroy", "steps")
+    ops.here("destroy", "steps")
     steps, seen = [], {}
     for step in log.read_text().split():
         seen[step] = seen.get(step, 0) + 1
         steps.append(f"{step}:{seen[step]}")
     assert any(s.startswith("convert.placed") for s in steps), steps
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
     results = []
     for i, step in enumerate(steps):
         name = f"r{i}"
@@ -282,21 +308,18 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
         res = ops.run("rollout", name, obj("known_v2"), rc=None)
         del ops.env["UPTRKV_KILL_AT"]
         assert res.returncode == -signal.SIGKILL, f"{step}: exit {res.returncode}\n{res.stderr}"
-        pinned = [r for r in ops.json("links", name)["attached"] if r["pinned"]]
+        pinned = [r for r in ops.here_json("links", name)["attached"] if r["pinned"]]
         assert pinned, f"killed at {step}: no version attached"
         with NamedStore.open(name, root=ops.root) as s:            # the next writer repairs
             assert s.verify() == [], (step, s.verify())
             repairs = list(s.repairs)
         # The next writer command settles the record: the manifest in force is the one whose
         # sizes the keys have, so a typed put of 'last' works either way.
-        empty = tmp_path / "empty.toml"
-        empty.write_text("")
-        ops.run("seed", name, empty)
-        assert ops.json("get", name, "last")["size"] in (8, 16)
+        ops.here("seed", name, empty)
         state = json.loads(open(os.path.join(ops.root, name, "state.json")).read())
         assert state.get("rollout") is None
-        before = ops.calls(name)
-        assert wait_for(lambda: ops.calls(name) > before), f"killed at {step}: nothing counts"
+        before = calls(name)
+        assert wait_for(lambda: calls(name) > before), f"killed at {step}: nothing counts"
         v2 = any(r["object"].endswith("known_v2.bpf.o") for r in pinned)
         with NamedStore.open(name, root=ops.root, readonly=True) as r:
             size = r.size(3)
@@ -313,9 +336,9 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
             assert size == 16, f"killed at {step}: v2 alone but 'last' rolled back"
         else:
             assert size in (8, 16)
-        ops.run("put", name, "last", "5" if size == 8 else "00" * 16)    # typed by the manifest in force
+        ops.here("put", name, "last", "5" if size == 8 else "00" * 16)   # typed by the manifest in force
         results.append((step, [p["program"] for p in pinned], size, len(repairs)))
-        ops.run("destroy", name)
+        ops.here("destroy", name)
     print("\n".join(f"{s}: attached {p}, last {n} B, {r} repair(s)" for s, p, n, r in results))
 
 
