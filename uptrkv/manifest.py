@@ -28,8 +28,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
-
 from .errors import InvalidValueError, ManifestError
 
 MAX_KEYS = 1024
@@ -305,6 +303,7 @@ def read_toml(path: str | Path) -> Manifest:
 
 def read_object(path: str | Path) -> Manifest | None:
     """The manifest KV_KEY() embedded in a BPF object, or None if it has none."""
+    from elftools.elf.elffile import ELFFile   # here: the ops commands that need no object skip its import
     from .loader import BpfObject
     path = Path(path)
     with open(path, "rb") as f:
