@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 import subprocess
 
 import pytest
@@ -50,23 +51,39 @@ s.close()
 """
 
 
-@pytest.fixture
-def demo(named_roots, copy_path, other_cpu):
-    """demo_sys_enter attached for a running target; its map pinned where a creator finds it."""
-    target = Target(cpu=other_cpu)
+@pytest.fixture(scope="module")
+def demo_module(kernel, copy_path):
+    """demo_sys_enter attached for a running target on another CPU, loaded once a module
+    (a load costs seconds in the TCG guest)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    target = Target(cpu=cpus[-1] if len(cpus) > 1 else None)
     obj = BpfObject(object_path("demo_sys_enter", copy_path))
     obj.globals.set_int("target_tgid", target.pid)
     obj.load()
     link = obj.program("demo_sys_enter").attach()
+    yield target, obj
+    link.close()
+    obj.close()
+    target.kill()
+
+
+@pytest.fixture
+def demo(demo_module, named_roots):
+    """The target and the path where its map is pinned for a creator to find."""
+    target, obj = demo_module
     pin = os.path.join(named_roots[1], "demo_map")
     os.makedirs(named_roots[1], exist_ok=True)
-    obj.map("kv_store_map").pin(pin)
+    with obj.map("kv_store_map").handle() as h:     # an fd pin: libbpf's map pin remembers its path
+        h.pin(pin)
     try:
         yield target, pin
     finally:
-        link.close()
-        obj.close()
-        target.kill()
+        # A store a failed test left: the target's element goes, so the next test can create one.
+        fd = os.pidfd_open(target.pid)
+        try:
+            obj.map("kv_store_map").delete(struct.pack("i", fd))
+        finally:
+            os.close(fd)
 
 
 def test_a_store_outlives_its_creator_and_another_process_changes_it(demo):
@@ -143,7 +160,8 @@ def test_an_element_deleted_behind_the_stores_back_is_registered_again(demo):
 
 
 def test_a_target_that_exits_takes_its_element_and_open_says_so(demo):
-    target, pin = demo
+    _, pin = demo
+    target = Target()                                   # its own: this one exits
     run_python(CREATOR, pin, str(target.pid))
     target.kill()
     with pytest.raises(TargetGoneError, match="gc"):
