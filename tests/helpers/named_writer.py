@@ -75,6 +75,7 @@ def main() -> None:
     name, op = sys.argv[1], sys.argv[2]
     rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     store = NamedStore.open(name)
+    print("open", flush=True)                # the parent's clock for random kills starts here
     run(store, op, rng)
     store.close()
 
