@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * A deliberately slow writer, to test what a grace period guarantees: it
- * reads the metadata entry of `slow_key`, spins for `spin` loop iterations,
+ * reads the metadata entry of `slow_key`, spins for `rounds` times `spin` loop iterations,
  * then writes `slow_value` where the entry pointed (as kv_store_put does,
  * with its nanoseconds between the entry read and the store stretched to
  * milliseconds).  One shot per `armed` = 1, in `target_tgid`'s syscalls.
@@ -15,6 +15,7 @@ const volatile int target_tgid;
 __u64 armed;
 __u32 slow_key;
 __u32 spin;
+__u32 rounds = 1;	/* bpf_loop()s of `spin` each: the test sizes the window to the machine */
 __u64 slow_value;
 __u64 started, finished;
 __u64 t_start, t_end;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -31,7 +32,7 @@ int BPF_PROG(slow_put, struct pt_regs *regs, long nr)
 	struct kv_data_page *page;
 	long err = 0;
 	__u64 off;
-	__u32 e;
+	__u32 e, r;
 
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
 		return 0;
@@ -48,7 +49,11 @@ int BPF_PROG(slow_put, struct pt_regs *regs, long nr)
 		return 0;
 	t_start = bpf_ktime_get_ns();
 	__sync_fetch_and_add(&started, 1);
-	bpf_loop(spin, spin_cb, 0, 0);
+	for (r = 0; r < 64; r++) {
+		if (r >= rounds)
+			break;
+		bpf_loop(spin, spin_cb, 0, 0);
+	}
 	off = kv_meta_off(e);
 	kv_opaque(off);
 	if (off <= KV_PAGE_SIZE - 8)

@@ -18,7 +18,9 @@ from uptrkv.loader import BpfObject
 from uptrkv.objects import object_path
 from uptrkv.store import KVStore
 
-SPIN = 1 << 23                       # bpf_loop's maximum: several ms per run
+SPIN = 1 << 23                       # bpf_loop's maximum: several ms per run on the host
+WINDOW_NS = 100_000_000              # how long the writer stays in flight, whatever the machine:
+                                     # user space must act inside it even on a loaded host
 VALUE = 0x5AFE_C0DE_0000_0001
 
 
@@ -48,6 +50,20 @@ class Slow:
             time.sleep(0.001)
 
 
+def calibrate(obj, pid: int) -> None:
+    """Time one round of the spin here and set `rounds` so that a run lasts WINDOW_NS."""
+    slow = Slow(obj)
+    with KVStore.create(obj, pid=pid) as store:
+        store.put(1, bytes(8))
+        slow.arm(1)
+        slow.wait_finished()
+        one = slow.g.get_int("t_end", signed=False) - slow.g.get_int("t_start")
+    rounds = min(64, max(1, -(-WINDOW_NS // max(one, 1))))
+    slow.g.set_int("rounds", rounds)
+    slow.g.set_int("started", 0)
+    slow.g.set_int("finished", 0)
+
+
 @pytest.fixture
 def slow_env(kernel, copy_path, other_cpu):
     target = Target(other_cpu)
@@ -55,8 +71,9 @@ def slow_env(kernel, copy_path, other_cpu):
     obj.globals.set_int("target_tgid", target.pid)
     obj.globals.set_int("spin", SPIN)
     obj.load()
-    store = KVStore.create(obj, pid=target.pid)
     link = obj.program("slow_put").attach()
+    calibrate(obj, target.pid)
+    store = KVStore.create(obj, pid=target.pid)
     try:
         yield store, Slow(obj)
     finally:
