@@ -8,8 +8,10 @@ and reported as the median with the range over the rounds):
           writes of 8-byte values with build-time keys.  The status quo (a
           struct in a task storage value) against known keys (KV_KNOWN) and
           dynamic keys (kv_store_get/put), and the floor.
-  get     random 8-byte gets on 1, 2 and 8 data pages against hash and array
-          map lookups, with the page picked before (a branch) and now (masks).
+  get     random 8-byte gets on 1, 2, 4 and 8 data pages against hash and
+          array map lookups, with the page picked before (a branch) and now
+          (masks up to 4 pages), before and after the 8-byte fast path, and
+          with the page held for 256 gets (what the page mispredict costs).
   size    get and put of 1 .. 4096 bytes against a constant-size copy from or
           to an array and a hash map value.
   python  user space: get/put through the store against reading the mapping
@@ -201,7 +203,8 @@ def get_section(host: BpfObject, path: str, rounds: int, iters: int, rng, pid: i
             items[k] = struct.pack("<Q", k * 3)
             items[512 + k] = bytes(filler)
         cases.append((f"{pages} pages", 512, items))
-    names = ["get_base", "get_hash", "get_array", "get_kv", "get_kv_switch", "get_kv_lookup"]
+    names = ["get_base", "get_hash", "get_array", "get_kv", "get_kv_prev", "get_kv_switch", "get_kv_held",
+             "get_kv_lookup"]
     check_inlined(host, names)
     sections = []
     for label, nkeys, items in cases:
@@ -215,7 +218,9 @@ def get_section(host: BpfObject, path: str, rounds: int, iters: int, rng, pid: i
         sec.add("loop + key hash (harness, subtracted below)", raw["get_base"])
         for n, lab in (("get_hash", "hash map lookup"), ("get_array", "array map lookup"),
                        ("get_kv", "kv_store_get (page picked with masks)"),
+                       ("get_kv_prev", "kv_store_get before its 8-byte fast path"),
                        ("get_kv_switch", "kv_store_get before (page picked by a branch)"),
+                       ("get_kv_held", "kv_store_get, page held for 256 gets (no page mispredict)"),
                        ("get_kv_lookup", "task storage lookup + kv_store_get")):
             net = paired(raw, n, "get_base")
             sec.add(lab, net, "hash", ratio_rounds(net, hash_net))
@@ -451,8 +456,11 @@ def summary_lines(sections: list[Section]) -> list[str]:
         if key in s:
             r = s[key].rows["kv_store_get (page picked with masks)"]
             b = s[key].rows["kv_store_get before (page picked by a branch)"]
+            p = s[key].rows["kv_store_get before its 8-byte fast path"]
+            h = s[key].rows["kv_store_get, page held for 256 gets (no page mispredict)"]
             out.append(f"random 8 B get, {key[4:]} page(s): {r['ratio']:.2f}x a hash lookup (target <= 0.25x; "
-                       f"before {b['ratio']:.2f}x)")
+                       f"range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}; before: no fast path {p['ratio']:.2f}x, "
+                       f"page by a branch {b['ratio']:.2f}x; page held for 256 gets {h['ratio']:.2f}x)")
     if "size_get" in s:
         g = s["size_get"].rows["4096 B: kv_store_get"]
         out.append(f"4 KiB get: {g['ratio']:.2f}x a constant-size copy from an array value (target <= 2x)")
