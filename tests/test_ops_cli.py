@@ -205,6 +205,10 @@ def test_errors_are_one_line_with_exit_codes(ops, target, tmp_path):
     # failures: exit 1, one line naming what is wrong
     one_line_error(ops.run("get", "missing", "calls", rc=1), "no store 'missing'")
     one_line_error(ops.run("get", name, "nope", rc=1), "no key named 'nope'")
+    res = ops.run("get", name, "nope", "--json", rc=1)           # --json: the error as JSON too
+    one_line_error(res, "no key named 'nope'")
+    err = json.loads(res.stdout)
+    assert "no key named 'nope'" in err["error"] and err["kind"], err
     one_line_error(ops.run("put", name, "calls", "-5", rc=1), "'calls'", "out of range")
     one_line_error(ops.run("put", name, "last", "0x1g", rc=1), "'last'", "integer")
     one_line_error(ops.run("get", name, "2000", rc=1), "outside 0..1023")

@@ -3,7 +3,8 @@ named stores: ``create | seed | get | put | delete | ls | dump | attach | detach
 rollout | destroy | gc``.
 
 Every command takes ``--json``; exit status 0 on success, 1 on failure (one
-line ``uptrkv: error: ...`` on stderr), 2 on bad usage.  ``--root`` and
+line ``uptrkv: error: ...`` on stderr and, with ``--json``, ``{"error": ..., "kind": ...}``
+on stdout, so a script piping to jq sees the failure), 2 on bad usage.  ``--root`` and
 ``--bpffs`` (defaults: $UPTRKV_ROOT or /run/uptrkv (/dev/shm/uptrkv where /run is not tmpfs), $UPTRKV_BPFFS or
 /sys/fs/bpf/uptrkv) say where stores and pins live."""
 
@@ -599,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         known = isinstance(exc, (UptrkvError, OSError, ValueError, KeyError))
         prefix = "" if known else f"{type(exc).__name__}: "
         print(f"uptrkv: error: {prefix}{_message(exc)}", file=sys.stderr)
+        if args.json:
+            _emit_json({"error": _message(exc), "kind": type(exc).__name__})
         return 1
 
 
