@@ -183,3 +183,73 @@ def run_python(code_or_path, *args, env=None, timeout=120, check=True):
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd[:3]} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
     return res
+
+
+class Forked:
+    """FN(*ARGS) run in a forked child of this process: a separate process that a test can
+    SIGKILL at a kill point or at a random time, like a writer started as a script, but
+    without an interpreter start and imports (seconds each in the TCG guest, where the
+    crash tests start hundreds of writers).  The child arms UPTRKV kill points from
+    KILL_AT / KILL_LOG (uptrkv._killpoints.arm), writes its stdout and stderr to one pipe
+    (``stdout``, a text file) and exits 0 when FN returns, 1 with the traceback if it
+    raises; it never returns into pytest.  Popen's poll/wait/send_signal/communicate."""
+
+    def __init__(self, fn, *args, kill_at: str | None = None, kill_log: str | None = None):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r)
+                out = os.fdopen(w, "w", buffering=1)
+                sys.stdout = sys.stderr = out
+                from uptrkv import _killpoints
+                _killpoints.arm(kill_at, kill_log)
+                fn(*args)
+                code = 0
+            except BaseException:                      # noqa: BLE001 - reported, then _exit
+                import traceback
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        self.stdout = os.fdopen(r, "r")
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def communicate(self, timeout: float = 120) -> str:
+        """Its output once it has exited; after TIMEOUT s, SIGKILL it and fail."""
+        import select
+        deadline = time.monotonic() + timeout
+        chunks = []
+        fd = self.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.send_signal(signal.SIGKILL)
+                self.wait()
+                raise AssertionError(f"the forked writer did not finish in {timeout} s")
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        self.stdout.close()
+        self.wait()
+        return b"".join(chunks).decode(errors="replace")

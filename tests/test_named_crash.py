@@ -2,7 +2,8 @@
 
 The target runs on another CPU with test_crash_reader attached: at every
 syscall it reads keys 1..48 and counts reads that are torn or hold another
-key's bytes.  A writer subprocess opens the named store and changes it until
+key's bytes.  A writer process (forked from this one: see
+conftest.Forked) opens the named store and changes it until
 it kills itself at a kill point (deterministic: every step its operation
 reaches, found by a first run that logs them) or is killed at a random time.
 Then this process opens the store and checks:
@@ -20,19 +21,16 @@ import os
 import random
 import signal
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import Target, wait_for
+from conftest import Forked, Target, wait_for
+from helpers import named_writer
 from uptrkv.loader import BpfObject
 from uptrkv.named_store import NamedStore
 from uptrkv.objects import object_path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WRITER = os.path.join(HERE, "helpers", "named_writer.py")
 OPS = ["put16", "put_new", "put_many", "grow", "delete", "convert", "compact", "shrink", "stage"]
 
 
@@ -65,15 +63,8 @@ class Rig:
         s.close()
 
     def writer(self, name: str, op: str, *, kill_at: str | None = None, log: str | None = None,
-               seed_: int = 0) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]))
-        env.pop("UPTRKV_KILL_AT", None)
-        if kill_at:
-            env["UPTRKV_KILL_AT"] = kill_at
-        if log:
-            env["UPTRKV_KILL_LOG"] = log
-        return subprocess.Popen([sys.executable, WRITER, name, op, str(seed_)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               seed_: int = 0) -> Forked:
+        return Forked(named_writer.main, name, op, seed_, kill_at=kill_at, kill_log=log)
 
     def check(self, name: str, what: str) -> list[str]:
         """Open (repairing), check the invariants, prove the store works; returns the repairs."""
@@ -140,7 +131,7 @@ def steps_of(rig: Rig, op: str, tmp_path) -> list[str]:
     rig.fresh("steps", extra={50 + i: bytes([50 + i]) * 1000 for i in range(10)} if op == "shrink" else None)
     log = tmp_path / f"{op}.log"
     p = rig.writer("steps", op, log=str(log))
-    _, err = p.communicate(timeout=120)
+    err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     rig.destroy("steps")
     seen: dict[str, int] = {}
@@ -165,7 +156,7 @@ def test_killed_at_every_step(rig, copy_path, op, tmp_path):
         name = f"k{i}"
         rig.fresh(name, extra)
         p = rig.writer(name, op, kill_at=step)
-        _, err = p.communicate(timeout=120)
+        err = p.communicate(timeout=120)
         assert p.returncode == -signal.SIGKILL, f"{op} at {step}: exited {p.returncode}, not killed\n{err}"
         repairs = rig.check(name, f"{op} killed at {step}")
         outcomes.append((step, repairs))
@@ -181,7 +172,7 @@ def test_killed_while_repairing(rig):
     p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL
     p = rig.writer("again", "put_new", kill_at="repair.forward:2")     # inside open()'s repair
-    _, err = p.communicate(timeout=120)
+    err = p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL, err
     repairs = rig.check("again", "killed while repairing")
     assert any("rolled forward" in r for r in repairs), repairs
@@ -197,12 +188,13 @@ def test_killed_at_random_times(rig):
     repaired = 0
     for i in range(rounds):
         p = rig.writer("random", "random", seed_=rng.randrange(1 << 30))
-        assert p.stdout.readline().strip() == "open", p.stderr.read()   # repaired and running
+        assert p.stdout.readline().strip() == "open", p.stdout.read()   # repaired and running
         time.sleep(rng.uniform(0.02, 0.5))         # killed amid its changes
         if p.poll() is not None:
-            raise AssertionError(f"the random writer stopped by itself: {p.stderr.read()}")
+            raise AssertionError(f"the random writer stopped by itself: {p.stdout.read()}")
         p.send_signal(signal.SIGKILL)
         p.wait()
+        p.stdout.close()
         repaired += bool(rig.check("random", f"random round {i}"))
     rig.destroy("random")
     print(f"{rounds} random kills, {repaired} needed a repair")
@@ -214,7 +206,7 @@ def test_a_conversion_that_no_longer_fits_is_rolled_back(rig):
     big = {50 + i: bytes([50 + i]) * 1000 for i in range(31)}          # fills all 8 pages
     rig.fresh("full", big)
     p = rig.writer("full", "fill_convert", kill_at="convert.unavailable:1")
-    _, err = p.communicate(timeout=120)
+    err = p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL, err
     runs = rig.counters()["runs"]
     with NamedStore.open("full") as s:

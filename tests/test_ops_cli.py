@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import Forked, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "rollout"
@@ -69,6 +69,19 @@ class Ops:
         if rc is not None:
             assert code == rc, f"{args}: exit {code}\n{out.getvalue()}\n{err.getvalue()}"
         return code, out.getvalue(), err.getvalue()
+
+    def forked(self, *args, kill_at: str | None = None, kill_log: str | None = None) -> tuple[int, str]:
+        """The command run by uptrkv.cli.main() in a forked child (a process a kill point
+        can SIGKILL, without an interpreter start).  Returns (exit status, output)."""
+        from uptrkv.cli import main
+
+        def cli():
+            code = main([*map(str, args), "--root", self.root, "--bpffs", self.bpffs])
+            if code:
+                raise SystemExit(code)
+        p = Forked(cli, kill_at=kill_at, kill_log=kill_log)
+        out = p.communicate(timeout=300)
+        return p.returncode, out
 
     def here_json(self, *args):
         return json.loads(self.here(*args, "--json")[1])
@@ -279,8 +292,9 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
     version is pinned and counting; the next writer's open() repairs the store (the move
     rolled forward once it was journaled) and the next writer command settles the
     manifest in force; and if v2 is attached, 'last' is published where v2 writes it (its
-    second half follows the counter).  Only the rollouts run as processes; the commands
-    around them run in this process (the workflow test covers them as processes)."""
+    second half follows the counter).  The rollouts run as processes forked from this one
+    (conftest.Forked: no interpreter start per kill); the commands around them run in this
+    process (the workflow test covers them as processes)."""
     from uptrkv.named_store import NamedStore
 
     def calls(name):
@@ -293,9 +307,8 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
 
     make("steps")
     log = tmp_path / "steps.log"
-    ops.env["UPTRKV_KILL_LOG"] = str(log)
-    ops.run("rollout", "steps", obj("known_v2"))
-    del ops.env["UPTRKV_KILL_LOG"]
+    code, out = ops.forked("rollout", "steps", obj("known_v2"), kill_log=str(log))
+    assert code == 0, out
     ops.here("destroy", "steps")
     steps, seen = [], {}
     for step in log.read_text().split():
@@ -308,10 +321,8 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
     for i, step in enumerate(steps):
         name = f"r{i}"
         make(name)
-        ops.env["UPTRKV_KILL_AT"] = step
-        res = ops.run("rollout", name, obj("known_v2"), rc=None)
-        del ops.env["UPTRKV_KILL_AT"]
-        assert res.returncode == -signal.SIGKILL, f"{step}: exit {res.returncode}\n{res.stderr}"
+        code, out = ops.forked("rollout", name, obj("known_v2"), kill_at=step)
+        assert code == -signal.SIGKILL, f"{step}: exit {code}\n{out}"
         pinned = [r for r in ops.here_json("links", name)["attached"] if r["pinned"]]
         assert pinned, f"killed at {step}: no version attached"
         with NamedStore.open(name, root=ops.root) as s:            # the next writer repairs

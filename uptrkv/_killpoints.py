@@ -18,6 +18,16 @@ REACHED: list[str] = []      # steps passed, for a test that lists them (UPTRKV_
 _LOG = os.environ.get("UPTRKV_KILL_LOG")
 
 
+def arm(step: str | None = None, log: str | None = None) -> None:
+    """Arm STEP (or STEP:N) in this process, and/or log every step to LOG; with neither,
+    disarm.  For a writer forked from a test, which inherits the parent's unarmed state."""
+    global ARMED, _step, _left, _LOG
+    ARMED = step or log or None
+    _step, _, nth = (step or "").partition(":")
+    _left = int(nth or 1)
+    _LOG = log
+
+
 def reached(step: str) -> None:
     """Die here if this step is the armed one (call only under ``if ARMED``)."""
     global _left

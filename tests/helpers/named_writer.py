@@ -1,6 +1,6 @@
-"""Run as a script: open a named store as its writer and change it, to be killed midway.
+"""Open a named store as its writer and change it, to be killed midway.
 
-    named_writer.py NAME OP [SEED]
+    named_writer.py NAME OP [SEED]      (or main(NAME, OP, SEED) in a forked child)
 
 The runtime root and bpffs root come from UPTRKV_ROOT and UPTRKV_BPFFS, the
 kill point from UPTRKV_KILL_AT (uptrkv._killpoints).  Values follow the
@@ -71,14 +71,12 @@ def run(store, op: str, rng: random.Random) -> None:
         raise SystemExit(f"unknown op {op}")
 
 
-def main() -> None:
-    name, op = sys.argv[1], sys.argv[2]
-    rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+def main(name: str, op: str, seed: int = 0) -> None:
     store = NamedStore.open(name)
     print("open", flush=True)                # the parent's clock for random kills starts here
-    run(store, op, rng)
+    run(store, op, random.Random(seed))
     store.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
