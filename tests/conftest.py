@@ -66,6 +66,14 @@ class Target:
         self.proc.stdin.write(b"x")
         self.proc.stdin.flush()
 
+    def blocked_in_read(self) -> bool:
+        """A POKED target sits asleep in read() (syscall 0): it enters no syscall until poked."""
+        with open(f"/proc/{self.pid}/syscall") as f:
+            nr = f.read().split()[0]
+        with open(f"/proc/{self.pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return nr == "0" and state == "S"
+
     def kill(self):
         if self.proc.stdin:
             self.proc.stdin.close()
@@ -171,15 +179,37 @@ def named_roots(kernel, monkeypatch, tmp_path_factory):
     shutil.rmtree(pins, ignore_errors=True)
 
 
-def run_python(code_or_path, *args, env=None, timeout=120, check=True):
-    """Run a Python snippet (or a script path) in a fresh interpreter; returns the CompletedProcess."""
+def _run_snippet(code_or_path: str, args: tuple, env: dict) -> None:
+    """In a forked child: run a snippet (or script) as __main__ with sys.argv set."""
+    os.environ.update(env)
+    from uptrkv import _killpoints
+    _killpoints.arm(env.get("UPTRKV_KILL_AT"), env.get("UPTRKV_KILL_LOG"))
+    if code_or_path.endswith(".py"):
+        with open(code_or_path) as f:
+            code, name = f.read(), code_or_path
+    else:
+        code, name = code_or_path, "<run_python>"
+    sys.argv = [name if name.endswith(".py") else "-c", *args]
+    exec(compile(code, name, "exec"), {"__name__": "__main__", "__file__": name})
+
+
+def run_python(code_or_path, *args, env=None, timeout=120, check=True, fresh=False):
+    """Run a Python snippet (or a script path) in another process; returns a
+    CompletedProcess.  That process is forked from this one (conftest.Forked: the modules
+    already imported, no interpreter start); fresh=True starts a new interpreter instead,
+    for a test whose point is a process that shares nothing with this one."""
     here = os.path.dirname(os.path.abspath(__file__))
     e = dict(os.environ, **(env or {}))
     e["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(here), here, e.get("PYTHONPATH")) if p)
     cmd = [sys.executable, code_or_path, *args] if code_or_path.endswith(".py") else \
         [sys.executable, "-c", code_or_path, *args]
-    res = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=timeout)
+    if fresh:
+        res = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=timeout)
+    else:
+        p = Forked(_run_snippet, code_or_path, args, dict(env or {}))
+        out, err = p.communicate(timeout)
+        res = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd[:3]} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
     return res
@@ -187,35 +217,48 @@ def run_python(code_or_path, *args, env=None, timeout=120, check=True):
 
 class Forked:
     """FN(*ARGS) run in a forked child of this process: a separate process that a test can
-    SIGKILL at a kill point or at a random time, like a writer started as a script, but
-    without an interpreter start and imports (seconds each in the TCG guest, where the
-    crash tests start hundreds of writers).  The child arms UPTRKV kill points from
-    KILL_AT / KILL_LOG (uptrkv._killpoints.arm), writes its stdout and stderr to one pipe
-    (``stdout``, a text file) and exits 0 when FN returns, 1 with the traceback if it
-    raises; it never returns into pytest.  Popen's poll/wait/send_signal/communicate."""
+    SIGKILL at a kill point or at a random time, like a script started with Popen, but
+    without an interpreter start and its imports (seconds each in the TCG guest, where the
+    named-store tests start hundreds of processes).  The child arms UPTRKV kill points from
+    KILL_AT / KILL_LOG (uptrkv._killpoints.arm), writes to pipes read as ``stdout`` and
+    ``stderr`` (its fds 1 and 2 too, so libbpf's output is kept), and exits 0 when FN
+    returns, with SystemExit's code, or 1 with the traceback; it never returns into
+    pytest.  It has Popen's poll, wait, send_signal, communicate and returncode."""
 
     def __init__(self, fn, *args, kill_at: str | None = None, kill_log: str | None = None):
-        r, w = os.pipe()
+        pipes = [os.pipe(), os.pipe()]
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                os.close(r)
-                out = os.fdopen(w, "w", buffering=1)
-                sys.stdout = sys.stderr = out
+                for (r, w), fd in zip(pipes, (1, 2)):
+                    os.close(r)
+                    os.dup2(w, fd)
+                    os.close(w)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
                 from uptrkv import _killpoints
                 _killpoints.arm(kill_at, kill_log)
                 fn(*args)
                 code = 0
+            except SystemExit as exc:
+                if isinstance(exc.code, int) or exc.code is None:
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
             except BaseException:                      # noqa: BLE001 - reported, then _exit
                 import traceback
                 traceback.print_exc()
             finally:
-                sys.stdout.flush()
-                os._exit(code)
-        os.close(w)
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        for r, w in pipes:
+            os.close(w)
         self.pid = pid
-        self.stdout = os.fdopen(r, "r")
+        self.stdout, self.stderr = (os.fdopen(r, "r") for r, _ in pipes)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -234,22 +277,32 @@ class Forked:
         if self.returncode is None:
             os.kill(self.pid, sig)
 
-    def communicate(self, timeout: float = 120) -> str:
-        """Its output once it has exited; after TIMEOUT s, SIGKILL it and fail."""
-        import select
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float = 120) -> tuple[str, str]:
+        """(stdout, stderr) once it has exited; after TIMEOUT s, SIGKILL it and fail."""
+        import selectors
         deadline = time.monotonic() + timeout
-        chunks = []
-        fd = self.stdout.fileno()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                self.send_signal(signal.SIGKILL)
-                self.wait()
-                raise AssertionError(f"the forked writer did not finish in {timeout} s")
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            chunks.append(data)
+        got: dict[int, list[bytes]] = {f.fileno(): [] for f in (self.stdout, self.stderr)}
+        with selectors.DefaultSelector() as sel:
+            for fd in got:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                ready = sel.select(left) if left > 0 else []
+                if not ready:
+                    self.kill()
+                    self.wait()
+                    raise AssertionError(f"the forked process did not finish in {timeout} s")
+                for key, _ in ready:
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        got[key.fd].append(data)
+                    else:
+                        sel.unregister(key.fd)
+        out, err = (b"".join(got[f.fileno()]).decode(errors="replace") for f in (self.stdout, self.stderr))
         self.stdout.close()
+        self.stderr.close()
         self.wait()
-        return b"".join(chunks).decode(errors="replace")
+        return out, err

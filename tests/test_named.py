@@ -13,10 +13,11 @@ import os
 import stat
 import struct
 import subprocess
+import time
 
 import pytest
 
-from conftest import Target, run_python, wait_for
+from conftest import Forked, Target, run_python, wait_for
 from uptrkv.errors import (StoreAccessError, StoreBusyError, StoreStateError, TargetGoneError)
 from uptrkv.loader import BpfObject
 from uptrkv.named_store import NamedStore
@@ -88,7 +89,7 @@ def demo(demo_module, named_roots):
 
 def test_a_store_outlives_its_creator_and_another_process_changes_it(demo):
     target, pin = demo
-    run_python(CREATOR, pin, str(target.pid))
+    run_python(CREATOR, pin, str(target.pid), fresh=True)   # a new interpreter: shares nothing
     reader = NamedStore.open("demo", readonly=True)
     try:
         assert wait_for(lambda: reader.get_u64(1) > 10), "BPF in the target never counted"
@@ -127,18 +128,24 @@ def test_one_writer_at_a_time_readers_take_no_lock(demo):
     run_python("from uptrkv.named_store import NamedStore\nNamedStore.open('demo').destroy()")
 
 
+def _hold_the_lock() -> None:
+    store = NamedStore.open("demo")
+    print("locked", flush=True)
+    time.sleep(600)
+    store.close()
+
+
 def test_a_writer_killed_holding_the_lock_releases_it(demo):
     target, pin = demo
     run_python(CREATOR, pin, str(target.pid))
-    holder = subprocess.Popen(
-        [os.sys.executable, "-c", "import time\nfrom uptrkv.named_store import NamedStore\n"
-         "s = NamedStore.open('demo')\nprint('locked', flush=True)\ntime.sleep(600)"],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
-    assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(StoreBusyError):
-        NamedStore.open("demo")
-    holder.kill()
-    holder.wait()
+    holder = Forked(_hold_the_lock)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        with pytest.raises(StoreBusyError):
+            NamedStore.open("demo")
+    finally:
+        holder.kill()                                   # SIGKILL: no close(), no unlock
+        holder.communicate()
     with NamedStore.open("demo") as s:
         assert s.get(5) == b"hello, world!!!!"
         s.destroy()
@@ -343,6 +350,7 @@ def test_a_write_that_ended_is_not_redone_over_a_later_bpf_write(named_roots, co
         s.put_many({1: bytes(8), 2: bytes(8), 3: bytes(4), 4: bytes(8),
                     5: b"hello, world!!!!", 6: bytes(16)})
         s.close()
+        assert wait_for(target.blocked_in_read), "the target never settled in read()"
         res = run_python("from uptrkv.named_store import NamedStore\n"
                          "NamedStore.open('demo').put(6, b'python put value')\n",
                          env={"UPTRKV_KILL_AT": "write.even"}, check=False)

@@ -131,7 +131,7 @@ def steps_of(rig: Rig, op: str, tmp_path) -> list[str]:
     rig.fresh("steps", extra={50 + i: bytes([50 + i]) * 1000 for i in range(10)} if op == "shrink" else None)
     log = tmp_path / f"{op}.log"
     p = rig.writer("steps", op, log=str(log))
-    err = p.communicate(timeout=120)
+    _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     rig.destroy("steps")
     seen: dict[str, int] = {}
@@ -156,7 +156,7 @@ def test_killed_at_every_step(rig, copy_path, op, tmp_path):
         name = f"k{i}"
         rig.fresh(name, extra)
         p = rig.writer(name, op, kill_at=step)
-        err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=120)
         assert p.returncode == -signal.SIGKILL, f"{op} at {step}: exited {p.returncode}, not killed\n{err}"
         repairs = rig.check(name, f"{op} killed at {step}")
         outcomes.append((step, repairs))
@@ -172,7 +172,7 @@ def test_killed_while_repairing(rig):
     p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL
     p = rig.writer("again", "put_new", kill_at="repair.forward:2")     # inside open()'s repair
-    err = p.communicate(timeout=120)
+    _, err = p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL, err
     repairs = rig.check("again", "killed while repairing")
     assert any("rolled forward" in r for r in repairs), repairs
@@ -188,13 +188,12 @@ def test_killed_at_random_times(rig):
     repaired = 0
     for i in range(rounds):
         p = rig.writer("random", "random", seed_=rng.randrange(1 << 30))
-        assert p.stdout.readline().strip() == "open", p.stdout.read()   # repaired and running
+        assert p.stdout.readline().strip() == "open", p.stderr.read()   # repaired and running
         time.sleep(rng.uniform(0.02, 0.5))         # killed amid its changes
         if p.poll() is not None:
-            raise AssertionError(f"the random writer stopped by itself: {p.stdout.read()}")
+            raise AssertionError(f"the random writer stopped by itself: {p.stderr.read()}")
         p.send_signal(signal.SIGKILL)
-        p.wait()
-        p.stdout.close()
+        p.communicate()
         repaired += bool(rig.check("random", f"random round {i}"))
     rig.destroy("random")
     print(f"{rounds} random kills, {repaired} needed a repair")
@@ -206,7 +205,7 @@ def test_a_conversion_that_no_longer_fits_is_rolled_back(rig):
     big = {50 + i: bytes([50 + i]) * 1000 for i in range(31)}          # fills all 8 pages
     rig.fresh("full", big)
     p = rig.writer("full", "fill_convert", kill_at="convert.unavailable:1")
-    err = p.communicate(timeout=120)
+    _, err = p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL, err
     runs = rig.counters()["runs"]
     with NamedStore.open("full") as s:

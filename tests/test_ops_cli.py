@@ -36,17 +36,26 @@ def obj(name: str) -> str:
 
 
 class Ops:
-    """Run `python -m uptrkv.cli` with this test's root and bpffs."""
+    """Run uptrkv commands with this test's root and bpffs, each in its own process:
+    `python -m uptrkv.cli` started as a user would when ``spawn`` is set (the workflow
+    test), else uptrkv.cli.main() in a process forked from this one (conftest.Forked: an
+    interpreter start costs 5-12 s in the TCG guest)."""
 
     def __init__(self, root: str, bpffs: str):
         self.root, self.bpffs = root, bpffs
+        self.spawn = False
         self.env = dict(os.environ, UPTRKV_ROOT=root, UPTRKV_BPFFS=bpffs, PYTHONPATH=str(REPO))
         self.env.pop("UPTRKV_DEBUG", None)
 
-    def run(self, *args, rc: int | None = 0) -> subprocess.CompletedProcess:
-        res = subprocess.run([sys.executable, "-m", "uptrkv.cli", *map(str, args)], env=self.env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180,
-                             cwd=str(REPO))
+    def run(self, *args, rc: int | None = 0, spawn: bool | None = None) -> subprocess.CompletedProcess:
+        argv = [*map(str, args)]
+        if self.spawn if spawn is None else spawn:
+            res = subprocess.run([sys.executable, "-m", "uptrkv.cli", *argv], env=self.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180,
+                                 cwd=str(REPO))
+        else:
+            code, out, err = self.forked(*argv)
+            res = subprocess.CompletedProcess(argv, code, out, err)
         if rc is not None:
             assert res.returncode == rc, f"{args}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
         return res
@@ -63,25 +72,32 @@ class Ops:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = main([*map(str, args), "--root", self.root, "--bpffs", self.bpffs])
+                code = main(self._with_roots(args))
             except SystemExit as exc:
                 code = exc.code
         if rc is not None:
             assert code == rc, f"{args}: exit {code}\n{out.getvalue()}\n{err.getvalue()}"
         return code, out.getvalue(), err.getvalue()
 
-    def forked(self, *args, kill_at: str | None = None, kill_log: str | None = None) -> tuple[int, str]:
+    def _with_roots(self, args) -> list[str]:
+        """ARGS with this test's --root and --bpffs, unless the test gave its own."""
+        argv = [*map(str, args)]
+        for opt, value in (("--root", self.root), ("--bpffs", self.bpffs)):
+            if opt not in argv:
+                argv += [opt, value]
+        return argv
+
+    def forked(self, *args, kill_at: str | None = None, kill_log: str | None = None) -> tuple[int, str, str]:
         """The command run by uptrkv.cli.main() in a forked child (a process a kill point
-        can SIGKILL, without an interpreter start).  Returns (exit status, output)."""
+        can SIGKILL).  Returns (exit status, stdout, stderr)."""
         from uptrkv.cli import main
 
         def cli():
-            code = main([*map(str, args), "--root", self.root, "--bpffs", self.bpffs])
-            if code:
-                raise SystemExit(code)
+            os.environ.pop("UPTRKV_DEBUG", None)
+            raise SystemExit(main(self._with_roots(args)))
         p = Forked(cli, kill_at=kill_at, kill_log=kill_log)
-        out = p.communicate(timeout=300)
-        return p.returncode, out
+        out, err = p.communicate(timeout=300)
+        return p.returncode, out, err
 
     def here_json(self, *args):
         return json.loads(self.here(*args, "--json")[1])
@@ -120,6 +136,7 @@ def one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
 
 
 def test_ops_workflow_end_to_end(ops, target, tmp_path):
+    ops.spawn = True                                   # every command a new process, as a user runs it
     pid = target.pid
     made = ops.json("create", "--pid", pid, "--object", obj("rollout_v1"),
                     "--manifest", EXAMPLES / "v1.toml")
@@ -212,11 +229,11 @@ def test_errors_are_one_line_with_exit_codes(ops, target, tmp_path):
                     "--name", "errs")["name"]
     assert name == "errs"
     # bad usage: argparse, exit 2
-    assert ops.run("put", name, "calls", rc=2).stderr.count("\n") >= 1
+    assert ops.run("put", name, "calls", rc=2, spawn=True).stderr.count("\n") >= 1
     assert ops.run("no-such-command", rc=2).returncode == 2
     assert ops.run("create", "--pid", target.pid, rc=2).returncode == 2   # no --object or --map
     # failures: exit 1, one line naming what is wrong
-    one_line_error(ops.run("get", "missing", "calls", rc=1), "no store 'missing'")
+    one_line_error(ops.run("get", "missing", "calls", rc=1, spawn=True), "no store 'missing'")
     one_line_error(ops.run("get", name, "nope", rc=1), "no key named 'nope'")
     res = ops.run("get", name, "nope", "--json", rc=1)           # --json: the error as JSON too
     one_line_error(res, "no key named 'nope'")
@@ -307,8 +324,8 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
 
     make("steps")
     log = tmp_path / "steps.log"
-    code, out = ops.forked("rollout", "steps", obj("known_v2"), kill_log=str(log))
-    assert code == 0, out
+    code, out, err = ops.forked("rollout", "steps", obj("known_v2"), kill_log=str(log))
+    assert code == 0, out + err
     ops.here("destroy", "steps")
     steps, seen = [], {}
     for step in log.read_text().split():
@@ -321,8 +338,8 @@ def test_a_rollout_killed_at_any_step_leaves_a_version_running_and_the_store_rep
     for i, step in enumerate(steps):
         name = f"r{i}"
         make(name)
-        code, out = ops.forked("rollout", name, obj("known_v2"), kill_at=step)
-        assert code == -signal.SIGKILL, f"{step}: exit {code}\n{out}"
+        code, out, err = ops.forked("rollout", name, obj("known_v2"), kill_at=step)
+        assert code == -signal.SIGKILL, f"{step}: exit {code}\n{out}{err}"
         pinned = [r for r in ops.here_json("links", name)["attached"] if r["pinned"]]
         assert pinned, f"killed at {step}: no version attached"
         with NamedStore.open(name, root=ops.root) as s:            # the next writer repairs

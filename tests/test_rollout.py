@@ -193,15 +193,6 @@ def test_failure_after_the_old_version_detached_says_what_changed(env, monkeypat
     assert wait_for(lambda: u64(store.get(2)) > runs)         # v1 runs again
 
 
-def _blocked_in_read(pid: int) -> bool:
-    """The poked target sits in read() (syscall 0), asleep: it enters no syscall until poked."""
-    with open(f"/proc/{pid}/syscall") as f:
-        nr = f.read().split()[0]
-    with open(f"/proc/{pid}/stat") as f:
-        state = f.read().rsplit(")", 1)[1].split()[0]
-    return nr == "0" and state == "S"
-
-
 @pytest.mark.parametrize("writer", ["user space", "the old version"])
 def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpffs, writer):
     """The issue's case: v1 -> v3 (key 3 grows 8 -> 16) with a configure step that
@@ -218,13 +209,13 @@ def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpff
     obj = BpfObject(object_path("rollout_v1", copy_path))
     configure(obj)
     obj.load()
-    assert wait_for(lambda: _blocked_in_read(target.pid))  # started up: quiet until poked
+    assert wait_for(lambda: target.blocked_in_read())  # started up: quiet until poked
     store = KVStore.create(obj, pid=target.pid, pin_path=os.path.join(bpffs, "kv"))
     current = start(store, obj, manifests["v1"])
     try:
         assert u64(store.get(2)) == 0
         target.poke()                                       # v1 counts getpid() and read()
-        assert wait_for(lambda: u64(store.get(2)) == 2 and _blocked_in_read(target.pid))
+        assert wait_for(lambda: u64(store.get(2)) == 2 and target.blocked_in_read())
         assert u64(store.get(3)) == 0                       # v1's last write: read()
         # A value no write during the load leaves: a copy taken before the load (the
         # old staging) would publish 111, and v1's last write (read(): 0) would not
@@ -238,7 +229,7 @@ def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpff
             else:
                 store.put(3, (222).to_bytes(8, "little"))
                 target.poke()                               # v1 overwrites 222 with 39, then 0
-                assert wait_for(lambda: u64(store.get(2)) == 4 and _blocked_in_read(target.pid))
+                assert wait_for(lambda: u64(store.get(2)) == 4 and target.blocked_in_read())
 
         current = rollout(store, current, object_path("rollout_v3", copy_path), manifests["v3"],
                           configure=configure_and_write)
@@ -249,7 +240,7 @@ def test_writes_made_while_the_new_version_loads_survive(kernel, copy_path, bpff
         assert u64(last[:8]) == (222 if writer == "user space" else 0)   # the last write wins
         assert u64(last[8:]) == 0                           # v3 has not run yet
         target.poke()                                       # now v3 runs: it counts and writes
-        assert wait_for(lambda: u64(store.get(2)) == calls + 2 and _blocked_in_read(target.pid))
+        assert wait_for(lambda: u64(store.get(2)) == calls + 2 and target.blocked_in_read())
         assert store.get(3) == (0).to_bytes(8, "little") + (calls + 2).to_bytes(8, "little")
     finally:
         current.close()
