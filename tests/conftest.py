@@ -280,6 +280,35 @@ class Forked:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def readline(self, timeout: float = 120) -> str:
+        """One line of its stdout; after TIMEOUT s without one, SIGKILL it and fail."""
+        import select
+        line = b""
+        deadline = time.monotonic() + timeout
+        fd = self.stdout.fileno()
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.kill()
+                raise AssertionError(f"no line from the forked process in {timeout} s (so far {line!r})")
+            byte = os.read(fd, 1)                       # unbuffered: communicate() reads the rest
+            if not byte:
+                break
+            line += byte
+        return line.decode(errors="replace")
+
+    def __enter__(self) -> "Forked":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Never leave a child behind: kill it if it runs, reap it, close the pipes."""
+        if self.poll() is None:
+            self.kill()
+            self.wait()
+        for f in (self.stdout, self.stderr):
+            if not f.closed:
+                f.close()
+
     def communicate(self, timeout: float = 120) -> tuple[str, str]:
         """(stdout, stderr) once it has exited; after TIMEOUT s, SIGKILL it and fail."""
         import selectors
@@ -294,6 +323,8 @@ class Forked:
                 if not ready:
                     self.kill()
                     self.wait()
+                    self.stdout.close()
+                    self.stderr.close()
                     raise AssertionError(f"the forked process did not finish in {timeout} s")
                 for key, _ in ready:
                     data = os.read(key.fd, 65536)

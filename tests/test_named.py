@@ -138,12 +138,10 @@ def _hold_the_lock() -> None:
 def test_a_writer_killed_holding_the_lock_releases_it(demo):
     target, pin = demo
     run_python(CREATOR, pin, str(target.pid))
-    holder = Forked(_hold_the_lock)
-    try:
-        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with Forked(_hold_the_lock) as holder:
+        assert holder.readline().strip() == "locked"
         with pytest.raises(StoreBusyError):
             NamedStore.open("demo")
-    finally:
         holder.kill()                                   # SIGKILL: no close(), no unlock
         holder.communicate()
     with NamedStore.open("demo") as s:
@@ -186,7 +184,7 @@ def test_a_reused_pid_is_told_apart_by_its_start_time(demo):
         NamedStore.open("demo")
 
 
-@pytest.mark.parametrize("change", ["group-writable", "other-owner", "open-directory"])
+@pytest.mark.parametrize("change", ["group-writable", "other-owner", "open-directory", "symlink"])
 def test_open_refuses_files_others_could_change(demo, change):
     target, pin = demo
     run_python(CREATOR, pin, str(target.pid))
@@ -199,6 +197,9 @@ def test_open_refuses_files_others_could_change(demo, change):
     elif change == "other-owner":
         os.chown(os.path.join(d, "meta"), 65534, 65534)
         match = "owned by uid 65534"
+    elif change == "symlink":
+        os.symlink("/etc/passwd", os.path.join(d, "evil"))
+        match = "is a symbolic link"
     else:
         os.chmod(d, 0o755)
         match = "store directories are 0700"
@@ -208,48 +209,54 @@ def test_open_refuses_files_others_could_change(demo, change):
         NamedStore.open("demo", readonly=True)
 
 
-def _as_nobody(path: str) -> list[str]:
-    """In a forked child running as uid/gid 65534 with no groups and no capabilities, try to
-    open the store (the module is already imported, so the checkout's own permissions do not
-    matter) and to open a page file for writing; returns what each attempt raised."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                       # child: report and _exit, never return
-        out = []
+def _nobody_tries(path: str, map_pin: str) -> None:
+    """In a forked child: drop every inherited descriptor but stdout and stderr (the test
+    process holds the map's fd), become uid/gid 65534 with no groups and no capabilities,
+    then try to open the store, a page file and the map's pin; print what each raised."""
+    from uptrkv._libbpf import lib
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+    attempts = [lambda: NamedStore.open("demo", readonly=True),
+                lambda: NamedStore.open("demo"),
+                lambda: open(os.path.join(path, "page0"), "r+b"),
+                lambda: lib.bpf_obj_get(os.fsencode(map_pin))]
+    out = []
+    for attempt in attempts:
         try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            for attempt in (lambda: NamedStore.open("demo", readonly=True),
-                            lambda: NamedStore.open("demo"),
-                            lambda: open(os.path.join(path, "page0"), "r+b")):
-                try:
-                    attempt()
-                    out.append("opened")
-                except Exception as exc:               # noqa: BLE001 - reported to the parent
-                    out.append(f"{type(exc).__name__} {exc}")
-        finally:
-            os.write(w, json.dumps(out).encode())
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+            attempt()
+            out.append("opened")
+        except Exception as exc:                       # noqa: BLE001 - reported to the parent
+            out.append(f"{type(exc).__name__} {exc}")
+    print(json.dumps(out))
 
 
 def test_a_user_other_than_root_cannot_open_or_change_a_store(demo):
+    """The runtime root is opened to all (0755), so what refuses is the store's own
+    0700 directory and 0600 files, and the map pin's mode, not the test's private root."""
     target, pin = demo
     run_python(CREATOR, pin, str(target.pid))
-    d = os.path.join(os.environ["UPTRKV_ROOT"], "demo")
-    got = _as_nobody(d)
-    assert len(got) == 3, got
-    assert got[0].startswith("StoreAccessError permission denied"), got[0]
-    assert got[1].startswith("StoreAccessError permission denied"), got[1]
+    root = os.environ["UPTRKV_ROOT"]
+    d = os.path.join(root, "demo")
+    map_pin = json.loads(open(os.path.join(d, "state.json")).read())["map"]["pin"]
+    os.chmod(root, 0o755)
+    try:
+        with Forked(_nobody_tries, d, map_pin) as p:
+            out, err = p.communicate(timeout=60)
+    finally:
+        os.chmod(root, 0o700)
+    assert p.returncode == 0, err
+    got = json.loads(out)
+    assert len(got) == 4, got
+    assert got[0].startswith("StoreAccessError"), got[0]
+    assert got[1].startswith("StoreAccessError"), got[1]
     assert got[2].startswith("PermissionError"), got[2]
+    assert got[3].startswith("LibbpfError") and ("EACCES" in got[3] or "EPERM" in got[3]
+                                                  or "ermission" in got[3]), got[3]
     with NamedStore.open("demo") as s:                 # and root's store is untouched
         assert s.get(5) == b"hello, world!!!!"
+        assert s.verify() == []
         s.destroy()
 
 

@@ -187,13 +187,14 @@ def test_killed_at_random_times(rig):
     rig.fresh("random")
     repaired = 0
     for i in range(rounds):
-        p = rig.writer("random", "random", seed_=rng.randrange(1 << 30))
-        assert p.stdout.readline().strip() == "open", p.stderr.read()   # repaired and running
-        time.sleep(rng.uniform(0.02, 0.5))         # killed amid its changes
-        if p.poll() is not None:
-            raise AssertionError(f"the random writer stopped by itself: {p.stderr.read()}")
-        p.send_signal(signal.SIGKILL)
-        p.communicate()
+        with rig.writer("random", "random", seed_=rng.randrange(1 << 30)) as p:
+            if p.readline().strip() != "open":         # repaired and running
+                raise AssertionError(f"the random writer did not open the store: {p.communicate()}")
+            time.sleep(rng.uniform(0.02, 0.5))         # killed amid its changes
+            if p.poll() is not None:
+                raise AssertionError(f"the random writer stopped by itself: {p.communicate()}")
+            p.kill()
+            p.communicate()
         repaired += bool(rig.check("random", f"random round {i}"))
     rig.destroy("random")
     print(f"{rounds} random kills, {repaired} needed a repair")

@@ -220,7 +220,7 @@ def test_ops_workflow_end_to_end(ops, target, tmp_path):
     ops.run("destroy", name)
     assert ops.json("ls")["stores"] == []
     assert "no stores" in ops.run("ls").stdout
-    assert not os.listdir(ops.root)
+    assert os.listdir(ops.root) == [".pins.lock"]     # the root's lock, for creates and gc
     assert not os.listdir(f"{ops.bpffs}/links") and not os.listdir(f"{ops.bpffs}/maps")
 
 
@@ -231,6 +231,7 @@ def test_errors_are_one_line_with_exit_codes(ops, target, tmp_path):
     # bad usage: argparse, exit 2
     assert ops.run("put", name, "calls", rc=2, spawn=True).stderr.count("\n") >= 1
     assert ops.run("no-such-command", rc=2).returncode == 2
+    assert json.loads(ops.run("get", name, "--json", rc=2).stdout)["kind"] == "usage"
     assert ops.run("create", "--pid", target.pid, rc=2).returncode == 2   # no --object or --map
     # failures: exit 1, one line naming what is wrong
     one_line_error(ops.run("get", "missing", "calls", rc=1, spawn=True), "no store 'missing'")
@@ -280,6 +281,74 @@ def test_gc_removes_the_store_of_a_killed_target(ops, target):
     finally:
         other.kill()
         other.wait()
+
+
+def _create_slowly(pin: str, name: str, pid: int, root: str, bpffs: str) -> None:
+    """In a forked child: create a store on the map pinned at PIN, pausing 1 s after the
+    map is chosen and before the state file is written (the window a gc once raced)."""
+    import uptrkv.named_store as ns
+    real = ns.FileBacking
+
+    def slow(*args, **kwargs):
+        print("creating", flush=True)
+        time.sleep(1)
+        return real(*args, **kwargs)
+    ns.FileBacking = slow
+    ns.NamedStore.create(pin, name, pid=pid, root=root, pin_root=bpffs).close()
+
+
+def test_gc_never_unpins_a_map_under_a_store_being_created(ops, target):
+    """Store 'dead' pinned the map and its target died; a second process creates 'new' on
+    that pin while gc runs.  gc removes 'dead' but must leave the pin: 'new' uses it."""
+    other = subprocess.Popen(["sh", "-c", LOOP])
+    try:
+        ops.run("create", "--pid", other.pid, "--object", obj("rollout_v1"), "--name", "dead")
+        pin = json.loads(open(os.path.join(ops.root, "dead", "state.json")).read())["map"]["pin"]
+        other.kill()
+        other.wait()
+        with Forked(_create_slowly, pin, "new", target.pid, ops.root, ops.bpffs) as creator:
+            assert creator.readline().strip() == "creating", creator.communicate()
+            gc = ops.here_json("gc")                   # waits for the creator's root lock
+            out, err = creator.communicate(timeout=120)
+            assert creator.returncode == 0, out + err
+        assert gc == {"removed": ["dead"], "busy": []}, gc
+        assert os.path.exists(pin), "gc unpinned the map of a store being created"
+        ops.run("put", "new", "100", "00ff")           # the store works: no manifest, raw hex
+        assert ops.json("get", "new", "100")["value"] == "00ff"
+        ops.run("destroy", "new")
+        assert not os.path.exists(pin)                 # the last store's destroy unpins it
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_store_whose_map_pin_was_removed_is_pinned_again_or_destroyed(ops, target):
+    """The pin removed by hand: the next writer finds the map by its id and pins it again.
+    The map itself gone (pin removed, no program holds it): destroy removes the store."""
+    ops.run("create", "--pid", target.pid, "--object", obj("rollout_v1"), "--name", "s")
+    pin = json.loads(open(os.path.join(ops.root, "s", "state.json")).read())["map"]["pin"]
+    ops.run("attach", "s", obj("rollout_v1"))        # a program holds the map
+    os.unlink(pin)
+    assert ops.json("get", "s", "calls")["value"] >= 0   # a reader: by id, no pin made
+    assert not os.path.exists(pin)
+    ops.run("put", "s", "last", "3")                   # a writer pins it again
+    assert os.path.exists(pin)
+    ops.run("detach", "s")
+    os.unlink(pin)                                     # nothing holds the map now: it is freed
+    from uptrkv.loader import MapHandle
+    map_id = json.loads(open(os.path.join(ops.root, "s", "state.json")).read())["map"]["id"]
+    assert wait_for(lambda: not _map_exists(MapHandle, map_id)), "the map outlived its last holder"
+    one_line_error(ops.run("get", "s", "calls", rc=1), "is gone", "destroy")
+    ops.run("destroy", "s")
+    assert ops.json("ls")["stores"] == []
+
+
+def _map_exists(handles, map_id: int) -> bool:
+    try:
+        handles.from_id(map_id).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_known_keys_stay_held_across_processes_and_roll_out(ops, target):

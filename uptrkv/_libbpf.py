@@ -199,6 +199,7 @@ SIGNATURES = {
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], _INT),
     "bpf_obj_pin": (c_int, [c_int, c_char_p], _INT),
     "bpf_prog_get_fd_by_id": (c_int, [c_uint32], _INT),
+    "bpf_map_get_fd_by_id": (c_int, [c_uint32], _INT),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                POINTER(bpf_map_create_opts)], _INT),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64], _INT),

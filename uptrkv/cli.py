@@ -4,7 +4,8 @@ rollout | destroy | gc``.
 
 Every command takes ``--json``; exit status 0 on success, 1 on failure (one
 line ``uptrkv: error: ...`` on stderr and, with ``--json``, ``{"error": ..., "kind": ...}``
-on stdout, so a script piping to jq sees the failure), 2 on bad usage.  ``--root`` and
+on stdout, so a script piping to jq sees the failure), 2 on bad usage (with ``--json``,
+``"kind": "usage"``).  ``--root`` and
 ``--bpffs`` (defaults: $UPTRKV_ROOT or /run/uptrkv (/dev/shm/uptrkv where /run is not tmpfs), $UPTRKV_BPFFS or
 /sys/fs/bpf/uptrkv) say where stores and pins live."""
 
@@ -381,34 +382,38 @@ def _links(args) -> int:
     return 0
 
 
-def _remove_store(name: str, state: dict | None) -> None:
-    """Remove a store whose target is gone (its element went with the task): pins and files."""
+def _remove_store(name: str, *, unless_alive: bool) -> bool:
+    """Remove a store whose target is gone (its element went with the task): pins and files.
+    Decided under the root's lock and the store's writer lock, on the state read there;
+    with unless_alive, a store whose target lives is left (False)."""
     from . import deploy
-    from .named import StoreDir
+    from .named import STATE, StoreDir, Target, root_lock
     d = StoreDir(name)
     d.check_root()              # never delete in a root that is not ours, private and on tmpfs
-    d.check()                   # nor in a store directory someone else could have changed
-    d.lock()                    # StoreBusyError while a process has it open for writing
-    try:
-        if state is None:
-            try:
-                state = d.read_state()
-            except Exception:   # noqa: BLE001 - no state: the creator died before finishing
-                state = {}
-        deploy.remove_links(state)
-        d.remove()
-        deploy.drop_map_pin(state)
-    finally:
-        d.unlock()
+    with root_lock():           # a creator holds it from mkdir to its state file
+        d.check()               # nor in a store directory someone else could have changed
+        d.lock()                # StoreBusyError while a process has it open for writing
+        try:
+            # No state file here means a creator that died before writing it.  A state file
+            # that cannot be read (corrupt, a newer format) raises: the store is kept.
+            state = d.read_state() if os.path.exists(d.file(STATE)) else {}
+            if unless_alive and state and Target(**state["target"]).alive():
+                return False
+            deploy.remove_links(state)
+            d.remove()
+            deploy.drop_map_pin(state)
+        finally:
+            d.unlock()
+    return True
 
 
 def _destroy(args) -> int:
     from . import deploy
-    from .errors import TargetGoneError
+    from .errors import MapGoneError, TargetGoneError
     try:
         store = _open(args)
-    except TargetGoneError:
-        _remove_store(args.name, None)
+    except (TargetGoneError, MapGoneError):     # the element went with the task or the map
+        _remove_store(args.name, unless_alive=False)
     else:
         with store:
             deploy.detach(store)
@@ -438,13 +443,17 @@ def _gc(args) -> int:
         except StoreAccessError as exc:
             kept.append({"name": name, "reason": _message(exc)})
             continue
+        except FileNotFoundError:
+            continue                # removed meanwhile (another gc or a destroy)
         if state is not None and Target(**state["target"]).alive():
             continue
         try:
-            _remove_store(name, state)
-            removed.append(name)
-        except (StoreBusyError, StoreAccessError) as exc:
+            if _remove_store(name, unless_alive=True):
+                removed.append(name)
+        except (StoreBusyError, StoreAccessError, StoreStateError) as exc:
             kept.append({"name": name, "reason": _message(exc)})
+        except FileNotFoundError:
+            continue
     if args.json:
         _emit_json({"removed": removed, "busy": kept})
     else:
@@ -504,15 +513,28 @@ def _message(exc: BaseException) -> str:
     return "; ".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse; under --json a usage error is also printed as JSON on stdout, so that a
+    script reading JSON sees it (exit 2 and the usage text on stderr unchanged)."""
+
+    json_errors = False
+
+    def error(self, message):
+        if _Parser.json_errors:
+            _emit_json({"error": message, "kind": "usage"})
+        super().error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    common = argparse.ArgumentParser(add_help=False)
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of a table")
     common.add_argument("--root", default=argparse.SUPPRESS,
                         help="directory of named stores, on tmpfs (default: $UPTRKV_ROOT, or /run/uptrkv, or /dev/shm/uptrkv where /run is not tmpfs)")
     common.add_argument("--bpffs", default=argparse.SUPPRESS,
                         help="bpffs directory for map and link pins (default: $UPTRKV_BPFFS or /sys/fs/bpf/uptrkv)")
-    parser = argparse.ArgumentParser(prog="uptrkv", description=__doc__, parents=[common],
+    parser = _Parser(prog="uptrkv", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -593,6 +615,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[BPFFS_ENV] = args.bpffs
     try:
         return args.func(args)
+    except BrokenPipeError:                      # the reader of our output went away: say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except (Exception, KeyboardInterrupt) as exc:   # one line, no traceback (UPTRKV_DEBUG=1: all)
         if os.environ.get("UPTRKV_DEBUG") == "1":
             import traceback

@@ -281,26 +281,22 @@ def remove_links(state: dict) -> None:
 
 
 def drop_map_pin(state: dict, root: str | os.PathLike | None = None) -> bool:
-    """Unpin the store's map if it was pinned under pin_root/maps and no other store uses it.
+    """Unpin the store's map if it was pinned under pin_root/maps and no other store uses it
+    (decided under the root's lock, so never under a store being made).
 
     (A map pinned by another loader, given to create as a path elsewhere, is left alone.)"""
-    from .named import StoreDir, list_names
+    from .named import pin_in_use, root_lock
     mp = (state.get("map") or {}).get("pin")
     maps = os.path.join(state.get("pin_root") or "", "maps")
     if not mp or os.path.dirname(mp) != maps:
         return False
-    for name in list_names(root):
-        if name == state.get("name"):
-            continue
+    with root_lock(root):
+        if pin_in_use(mp, root, besides=state.get("name")):
+            return False
         try:
-            if StoreDir(name, root).read_state()["map"]["pin"] == mp:
-                return False
-        except Exception:       # noqa: BLE001 - a store without a state file uses no map yet
-            continue
-    try:
-        os.unlink(mp)
-    except FileNotFoundError:
-        return False
+            os.unlink(mp)
+        except FileNotFoundError:
+            return False
     return True
 
 

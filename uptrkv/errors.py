@@ -89,3 +89,8 @@ class StoreStateError(UptrkvError):
 
 class TargetGoneError(UptrkvError, ProcessLookupError):
     """The store's target task exited (or its pid now names another task); `uptrkv gc` removes it."""
+
+
+class MapGoneError(StoreStateError):
+    """The store's map no longer exists (its pin removed and no program holds it): its
+    element, and the pages' registration, went with it."""

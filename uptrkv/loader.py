@@ -293,6 +293,15 @@ class MapHandle:
         return handle
 
     @classmethod
+    def from_id(cls, map_id: int) -> "MapHandle":
+        """The map with this kernel id (ENOENT once the map is gone)."""
+        try:
+            fd = lib.bpf_map_get_fd_by_id(map_id)
+        except LibbpfError as exc:
+            raise LibbpfError(exc.errno, f"cannot open map id {map_id}") from None
+        return cls.from_fd(fd)
+
+    @classmethod
     def open_pinned(cls, path: str | os.PathLike) -> "MapHandle":
         """The map pinned at path on bpffs (by this project, bpftool or any loader)."""
         try:

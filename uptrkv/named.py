@@ -161,9 +161,9 @@ class StoreDir:
             raise StoreAccessError(f"permission denied: cannot read {self.path}; "
                                    "named stores belong to the user that created them") from None
         for entry in entries:
-            _check_secure(entry.path, entry.stat(follow_symlinks=False), "store file")
-            if entry.is_symlink():
+            if entry.is_symlink():              # before its mode: a symlink's is always 0777
                 raise StoreAccessError(f"{entry.path} is a symbolic link; store files are plain files")
+            _check_secure(entry.path, entry.stat(follow_symlinks=False), "store file")
 
     # --- state ----------------------------------------------------------------------
 
@@ -243,6 +243,67 @@ class StoreDir:
         for entry in entries:
             os.unlink(entry.path)
         os.rmdir(self.path)
+
+
+ROOT_LOCK = ".pins.lock"
+_root_locks: dict[str, list[int]] = {}      # root -> [fd, depth]: re-entered by one process
+
+
+class root_lock:
+    """The runtime root's lock, for what the stores of a root share: a map pin.  create()
+    holds it from making its directory until its state file names the pin; gc, destroy
+    and drop_map_pin hold it while they decide that no store uses a pin any more.  So a
+    pin is never removed under a store being made.  Re-entrant within a process; a killed
+    holder's lock goes with it (flock)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = runtime_root(root)
+
+    def __enter__(self) -> "root_lock":
+        held = _root_locks.get(self.root)
+        if held is not None:
+            held[1] += 1
+            return self
+        fd = os.open(os.path.join(self.root, ROOT_LOCK),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        _root_locks[self.root] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        held = _root_locks[self.root]
+        held[1] -= 1
+        if held[1] == 0:
+            del _root_locks[self.root]
+            os.close(held[0])
+
+
+def _forget_root_locks_in_child() -> None:
+    """A fork child shares its parent's lock: close its copies and hold none itself."""
+    for fd, _ in _root_locks.values():
+        os.close(fd)
+    _root_locks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_root_locks_in_child)
+
+
+def pin_in_use(pin: str, root: str | os.PathLike | None = None, besides: str | None = None) -> bool:
+    """Whether a store of root other than BESIDES records PIN as its map's pin (call with
+    root_lock held: a store being made has its state file by the time the lock is free)."""
+    for name in list_names(root):
+        if name == besides:
+            continue
+        try:
+            if StoreDir(name, root).read_state()["map"]["pin"] == pin:
+                return True
+        except (StoreStateError, OSError, KeyError, TypeError):
+            continue            # no state: a creator that died before pinning anything for it
+    return False
 
 
 def list_names(root: str | os.PathLike | None = None) -> list[str]:

@@ -37,11 +37,11 @@ from . import _killpoints as _kp
 from ._libbpf import LibbpfError
 from .allocator import Allocator, Slot
 from .backing import FileBacking
-from .errors import (CorruptStoreError, InvalidValueError, StoreBusyError, StoreFullError,
-                     StoreStateError, TargetGoneError)
+from .errors import (CorruptStoreError, InvalidValueError, MapGoneError, StoreBusyError,
+                     StoreFullError, StoreStateError, TargetGoneError)
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
-from .named import StoreDir, Target, list_names, task_start_time
+from .named import StoreDir, Target, list_names, pin_in_use, root_lock, task_start_time
 from .store import DEFAULT_MAP, KVStore, _live_stores
 
 BPFFS_ENV = "UPTRKV_BPFFS"
@@ -184,29 +184,30 @@ class NamedStore(KVStore):
             if start is None:
                 raise TargetGoneError(f"{self.task} has exited")
             tgt = Target(pid=pid if pid is not None else os.getpid(), start_time=start, tid=tid)
-            self._refuse_second_store(tgt)
-            self._dir.make()
-            made = True
-            if isinstance(source, (str, os.PathLike)):
-                map_pin = os.path.abspath(os.fspath(source))
-            else:
-                map_pin, pinned = self._pin_map(bpffs_root(pin_root))
-            self._dir.lock()
-            self._backing = FileBacking(self._dir.path, self.layout.page_size, create=True)
-            self._wal = WriteLog(self._dir.file(WAL), create=True)
-            self._map_pages(1)
-            self._state = {
-                "name": name,
-                "layout": layout_identity(self.layout),
-                "map": {"pin": map_pin, "id": self.map.id, "name": self.map.name},
-                "target": asdict(tgt),
-                "pin_root": bpffs_root(pin_root),
-                "manifest": manifest,
-                "links": {},
-                "holds": {},
-                "journal": None,
-            }
-            self._dir.write_state(self._state)       # before registering: open() can adopt
+            with root_lock(self._dir.root):          # no gc or destroy drops the pin meanwhile
+                self._refuse_second_store(tgt)
+                self._dir.make()
+                made = True
+                if isinstance(source, (str, os.PathLike)):
+                    map_pin = os.path.abspath(os.fspath(source))
+                else:
+                    map_pin, pinned = self._pin_map(bpffs_root(pin_root))
+                self._dir.lock()
+                self._backing = FileBacking(self._dir.path, self.layout.page_size, create=True)
+                self._wal = WriteLog(self._dir.file(WAL), create=True)
+                self._map_pages(1)
+                self._state = {
+                    "name": name,
+                    "layout": layout_identity(self.layout),
+                    "map": {"pin": map_pin, "id": self.map.id, "name": self.map.name},
+                    "target": asdict(tgt),
+                    "pin_root": bpffs_root(pin_root),
+                    "manifest": manifest,
+                    "links": {},
+                    "holds": {},
+                    "journal": None,
+                }
+                self._dir.write_state(self._state)   # before registering: open() can adopt
             if _kp.ARMED:
                 _kp.reached("create.state")
             self._register(BPF_NOEXIST)
@@ -216,11 +217,12 @@ class NamedStore(KVStore):
         except BaseException:
             if registered:
                 self.map.delete(self._key)
-            if pinned:
-                os.unlink(map_pin)
-            self._release()
-            if made:
-                self._dir.remove()
+            with root_lock(self._dir.root):
+                self._release()
+                if made:
+                    self._dir.remove()
+                if pinned and not pin_in_use(map_pin, self._dir.root):
+                    os.unlink(map_pin)
             raise
         _live_stores.add(self)
         return self
@@ -280,9 +282,9 @@ class NamedStore(KVStore):
             mp = state["map"]
             try:
                 kv_map = MapHandle.open_pinned(mp["pin"])
+                repinned = None
             except LibbpfError as exc:
-                raise StoreStateError(f"store {name!r}: its map pin {mp['pin']} cannot be opened "
-                                      f"({exc.strerror}); the store cannot be used") from None
+                kv_map, repinned = cls._map_without_pin(name, state, exc, readonly, d.root)
             with kv_map:
                 if kv_map.id != mp["id"]:
                     raise StoreStateError(f"store {name!r}: {mp['pin']} now pins map id {kv_map.id}, "
@@ -313,12 +315,40 @@ class NamedStore(KVStore):
             else:
                 self._wal = WriteLog(d.file(WAL), create=True)
                 self._adopt()
+                if repinned:
+                    self.repairs.append(f"the map's pin {repinned} was gone: pinned again")
         except BaseException:
             self._closed = True
             self._release()
             raise
         _live_stores.add(self)
         return self
+
+    @staticmethod
+    def _map_without_pin(name: str, state: dict, exc: LibbpfError, readonly: bool, root: str) -> tuple:
+        """The map by its id when its pin is gone (removed by hand, or by an older uptrkv's gc
+        racing a create), pinned again by a writer if the pin was ours.  MapGoneError if
+        the map itself is gone; StoreStateError if the id now names another map."""
+        mp = state["map"]
+        if exc.errno != errno.ENOENT:
+            raise StoreStateError(f"store {name!r}: its map pin {mp['pin']} cannot be opened "
+                                  f"({exc.strerror}); the store cannot be used") from None
+        try:
+            kv_map = MapHandle.from_id(mp["id"])
+        except LibbpfError:
+            raise MapGoneError(f"store {name!r}: its map (id {mp['id']}, pinned at {mp['pin']}) is "
+                               "gone, and the element with it; `uptrkv destroy` removes the store") from None
+        if kv_map.name != mp["name"]:
+            kv_map.close()
+            raise MapGoneError(f"store {name!r}: its map (id {mp['id']}) is gone: that id now names "
+                               f"map {kv_map.name!r}; `uptrkv destroy` removes the store")
+        ours = os.path.dirname(mp["pin"]) == os.path.join(state.get("pin_root") or "", "maps")
+        if readonly or not ours:
+            return kv_map, None
+        with root_lock(root):
+            if not os.path.exists(mp["pin"]):
+                kv_map.pin(mp["pin"])
+        return kv_map, mp["pin"]
 
     def _adopt(self) -> None:
         """Make the kernel's element name exactly these pages, then repair."""
