@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,8 +59,8 @@ class Ops:
             assert res.returncode == rc, f"{args}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
         return res
 
-    def json(self, *args):
-        return json.loads(self.run(*args, "--json").stdout)
+    def json(self, *args, spawn: bool | None = None):
+        return json.loads(self.run(*args, "--json", spawn=spawn).stdout)
 
     def here(self, *args, rc: int | None = 0):
         """The same command run by uptrkv.cli.main() in this process (no interpreter start:
@@ -103,7 +102,8 @@ class Ops:
         return json.loads(self.here(*args, "--json")[1])
 
     def calls(self, name: str) -> int:
-        return self.json("get", name, "calls")["value"]
+        """The counter, read by a forked process (polled: never an interpreter start)."""
+        return self.json("get", name, "calls", spawn=False)["value"]
 
 
 @pytest.fixture
@@ -135,22 +135,34 @@ def one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
         assert w in err, err
 
 
+def _sample_counter(root: str, name: str) -> None:
+    """In a forked child: a lock-free reader printing the 'calls' counter (key 2) until killed."""
+    from uptrkv.named_store import NamedStore
+    with NamedStore.open(name, root=root, readonly=True) as reader:
+        while True:
+            print(reader.get_u64(2), flush=True)
+            time.sleep(0.02)
+
+
 def test_ops_workflow_end_to_end(ops, target, tmp_path):
-    ops.spawn = True                                   # every command a new process, as a user runs it
+    """The README's ops workflow.  Each of its steps is a new `python -m uptrkv.cli`
+    process, as a user runs it (spawn=True); the checks between them, and the polling of
+    the counter, run in processes forked from this one (an interpreter start costs
+    seconds in the TCG guest)."""
     pid = target.pid
     made = ops.json("create", "--pid", pid, "--object", obj("rollout_v1"),
-                    "--manifest", EXAMPLES / "v1.toml")
+                    "--manifest", EXAMPLES / "v1.toml", spawn=True)
     name = made["name"]
     assert name == f"rollout-{pid}" and made["keys"] == 3
 
     seed = tmp_path / "seed.toml"
     seed.write_text('last = 7\nv1_only = "0x10"\n')
-    ops.run("seed", name, seed)
-    assert ops.json("get", name, "last")["value"] == 7
+    ops.run("seed", name, seed, spawn=True)
+    assert ops.json("get", name, "last", spawn=True)["value"] == 7
     assert ops.json("get", name, "1")["value"] == 16          # by id
-    assert ops.run("get", name, "calls").stdout.strip() == "0"
+    assert ops.run("get", name, "calls", spawn=True).stdout.strip() == "0"
 
-    links = ops.json("attach", name, obj("rollout_v1"))["attached"]
+    links = ops.json("attach", name, obj("rollout_v1"), spawn=True)["attached"]
     assert [(r["program"], r["pinned"]) for r in links] == [("rollout_v1", True)]
     assert os.path.exists(f"{ops.bpffs}/links/{name}/rollout_v1")
 
@@ -160,23 +172,23 @@ def test_ops_workflow_end_to_end(ops, target, tmp_path):
     assert wait_for(lambda: ops.calls(name) > first)
     with open(os.path.join(ops.root, name, "lock"), "rb+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        listed = ops.json("ls")["stores"]
+        listed = ops.json("ls", spawn=True)["stores"]
         assert ops.calls(name) > 0
         fcntl.flock(lock, fcntl.LOCK_UN)
     assert len(listed) == 1
     s = listed[0]
     assert (s["name"], s["pid"], s["alive"], s["pages"], s["used"]) == (name, pid, True, 1, 24)
     assert [p["program"] for p in s["programs"]] == ["rollout_v1"]
-    table = ops.run("ls").stdout
+    table = ops.run("ls", spawn=True).stdout
     assert name in table and "rollout_v1" in table and "24/32768" in table
 
-    dump = ops.json("dump", name)
+    dump = ops.json("dump", name, spawn=True)
     assert [(k["key"], k["name"], k["size"]) for k in dump["keys"]] == \
         [(1, "v1_only", 8), (2, "calls", 8), (3, "last", 8)]
     assert dump["keys"][1]["value"] > 0
-    assert "v1_only" in ops.run("dump", name).stdout
+    assert "v1_only" in ops.run("dump", name, spawn=True).stdout
 
-    dry = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", "--dry-run")
+    dry = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", "--dry-run", spawn=True)
     assert dry["dry_run"] is True
     changes = {(c["change"], c["name"]) for c in dry["changes"]}
     assert {("removed", "v1_only"), ("added", "inherited"), ("kept", "calls")} <= changes
@@ -185,41 +197,33 @@ def test_ops_workflow_end_to_end(ops, target, tmp_path):
     assert [k["key"] for k in ops.json("dump", name)["keys"]] == [1, 2, 3]   # nothing changed
 
     # The real rollout, v1 -> v2, while another process keeps reading the counter.
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            seen.append(ops.calls(name))
-
-    sampler = threading.Thread(target=sample)
     before = ops.calls(name)
-    sampler.start()
-    try:
-        out = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml")
-    finally:
-        stop.set()
-        sampler.join()
+    with Forked(_sample_counter, ops.root, name) as sampler:
+        assert sampler.readline().strip().isdigit()
+        out = ops.json("rollout", name, obj("rollout_v2"), EXAMPLES / "v2.toml", spawn=True)
+        sampler.kill()
+        seen = [int(v) for v in sampler.communicate()[0].split()]
     assert out["dry_run"] is False
     assert [r["program"] for r in out["links"]] == ["rollout_v2"]
     after = ops.calls(name)
-    assert after >= before and seen == sorted(seen) and seen[0] >= before, (before, seen, after)
+    assert len(seen) >= 2 and after >= before and seen == sorted(seen) and seen[0] >= before, \
+        (before, seen, after)
     assert wait_for(lambda: ops.calls(name) > after)
-    dump = ops.json("dump", name)
+    dump = ops.json("dump", name, spawn=True)
     assert [(k["key"], k["name"]) for k in dump["keys"]] == [(2, "calls"), (3, "last"), (4, "inherited")]
     assert [r["program"] for r in dump["links"]] == ["rollout_v2"]
     assert not os.path.exists(f"{ops.bpffs}/links/{name}/rollout_v1")
 
-    detached = ops.json("detach", name)["detached"]
+    detached = ops.json("detach", name, spawn=True)["detached"]
     assert [r["program"] for r in detached] == ["rollout_v2"]
     still = ops.calls(name)
     time.sleep(0.3)
     assert ops.calls(name) == still                      # nothing counts any more
     assert ops.json("ls")["stores"][0]["programs"] == []
 
-    ops.run("destroy", name)
+    ops.run("destroy", name, spawn=True)
     assert ops.json("ls")["stores"] == []
-    assert "no stores" in ops.run("ls").stdout
+    assert "no stores" in ops.run("ls", spawn=True).stdout
     assert os.listdir(ops.root) == [".pins.lock"]     # the root's lock, for creates and gc
     assert not os.listdir(f"{ops.bpffs}/links") and not os.listdir(f"{ops.bpffs}/maps")
 
