@@ -527,19 +527,19 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
-    common = _Parser(add_help=False)
+    common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of a table")
     common.add_argument("--root", default=argparse.SUPPRESS,
                         help="directory of named stores, on tmpfs (default: $UPTRKV_ROOT, or /run/uptrkv, or /dev/shm/uptrkv where /run is not tmpfs)")
     common.add_argument("--bpffs", default=argparse.SUPPRESS,
                         help="bpffs directory for map and link pins (default: $UPTRKV_BPFFS or /sys/fs/bpf/uptrkv)")
-    parser = _Parser(prog="uptrkv", description=__doc__, parents=[common],
+    parser = _Parser(prog="uptrkv", description=__doc__, parents=[common], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, func, help):
-        p = sub.add_parser(name, help=help, parents=[common])
+        p = sub.add_parser(name, help=help, parents=[common], allow_abbrev=False)
         p.set_defaults(func=func)
         return p
 
@@ -551,14 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     p = add("layout", _layout, "print the store layout read from an object's BTF")
     p.add_argument("object")
     p = sub.add_parser("manifest", help="validate a manifest or generate KV_KEY() lines from it",
-                       parents=[common])
+                       parents=[common], allow_abbrev=False)
     msub = p.add_subparsers(dest="manifest_command", required=True)
     q = msub.add_parser("check", help="validate a TOML manifest and/or an object's embedded one",
-                        parents=[common])
+                        parents=[common], allow_abbrev=False)
     q.add_argument("toml", nargs="?")
     q.add_argument("--object", help="BPF object whose .uptrkv.manifest must agree")
     q.set_defaults(func=_manifest_check)
-    q = msub.add_parser("header", help="print KV_KEY() declarations for a TOML manifest", parents=[common])
+    q = msub.add_parser("header", help="print KV_KEY() declarations for a TOML manifest", parents=[common], allow_abbrev=False)
     q.add_argument("toml")
     q.set_defaults(func=_manifest_header)
     p = add("plan", _plan, "diff two manifests: keys kept, added, removed, resized")

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 
 from . import _killpoints as _kp
@@ -180,6 +181,7 @@ class StoreDir:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise StoreStateError(f"{path} has format {state.get('format') if isinstance(state, dict) else '?'}; "
                                   f"this uptrkv reads format {FORMAT}")
+        _check_schema(path, state)
         return state
 
     def write_state(self, state: dict) -> None:
@@ -245,48 +247,88 @@ class StoreDir:
         os.rmdir(self.path)
 
 
+def _check_schema(path: str, state: dict) -> None:
+    """StoreStateError unless the fields every reader relies on are there, with their types."""
+    want = {"target": {"pid": int, "start_time": int}, "map": {"pin": str, "id": int, "name": str}}
+    for part, fields in want.items():
+        sub = state.get(part)
+        if not isinstance(sub, dict):
+            raise StoreStateError(f"{path} has no {part!r} record: not a state file this uptrkv wrote")
+        for field, kind in fields.items():
+            if not isinstance(sub.get(field), kind) or isinstance(sub.get(field), bool):
+                raise StoreStateError(f"{path}: {part}.{field} is missing or not {kind.__name__}")
+
+
 ROOT_LOCK = ".pins.lock"
-_root_locks: dict[str, list[int]] = {}      # root -> [fd, depth]: re-entered by one process
+_root_guard = threading.Lock()
+_root_locks: dict[str, "_RootLockState"] = {}      # root -> this process's hold on its lock
+_generation = 0                                     # bumped in a fork child: holds are not inherited
+
+
+class _RootLockState:
+    """One process's hold on one root's lock: a thread lock (threads of a process share the
+    flock, so they must take turns themselves), the flock's fd, and the holder's depth."""
+
+    def __init__(self):
+        self.threads = threading.RLock()
+        self.fd = -1
+        self.depth = 0
 
 
 class root_lock:
     """The runtime root's lock, for what the stores of a root share: a map pin.  create()
     holds it from making its directory until its state file names the pin; gc, destroy
     and drop_map_pin hold it while they decide that no store uses a pin any more.  So a
-    pin is never removed under a store being made.  Re-entrant within a process; a killed
-    holder's lock goes with it (flock)."""
+    pin is never removed under a store being made.  Between processes it is an flock
+    (a killed holder's lock goes with it); between threads of one process, a lock of
+    their own.  Re-entrant within a thread."""
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = runtime_root(root)
+        self.root = os.path.realpath(runtime_root(root))
 
     def __enter__(self) -> "root_lock":
-        held = _root_locks.get(self.root)
-        if held is not None:
-            held[1] += 1
-            return self
-        fd = os.open(os.path.join(self.root, ROOT_LOCK),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        with _root_guard:
+            held = _root_locks.setdefault(self.root, _RootLockState())
+            self._generation = _generation
+        held.threads.acquire()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if held.depth == 0:
+                fd = os.open(os.path.join(self.root, ROOT_LOCK),
+                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                held.fd = fd
+            held.depth += 1
         except BaseException:
-            os.close(fd)
+            held.threads.release()
             raise
-        _root_locks[self.root] = [fd, 1]
+        self._held = held
         return self
 
     def __exit__(self, *exc) -> None:
-        held = _root_locks[self.root]
-        held[1] -= 1
-        if held[1] == 0:
-            del _root_locks[self.root]
-            os.close(held[0])
+        if self._generation != _generation:         # forked inside the block: nothing is ours
+            return
+        held = self._held
+        held.depth -= 1
+        if held.depth == 0:
+            os.close(held.fd)
+            held.fd = -1
+        held.threads.release()
 
 
 def _forget_root_locks_in_child() -> None:
-    """A fork child shares its parent's lock: close its copies and hold none itself."""
-    for fd, _ in _root_locks.values():
-        os.close(fd)
-    _root_locks.clear()
+    """A fork child shares its parent's flock: close its copies, and start with no holds
+    (a thread lock held by another thread of the parent would never be released here)."""
+    global _root_locks, _root_guard, _generation
+    for held in _root_locks.values():
+        if held.fd >= 0:
+            os.close(held.fd)
+    _root_locks = {}
+    _root_guard = threading.Lock()
+    _generation += 1
 
 
 os.register_at_fork(after_in_child=_forget_root_locks_in_child)

@@ -335,7 +335,11 @@ class NamedStore(KVStore):
                                   f"({exc.strerror}); the store cannot be used") from None
         try:
             kv_map = MapHandle.from_id(mp["id"])
-        except LibbpfError:
+        except LibbpfError as by_id:
+            if by_id.errno != errno.ENOENT:
+                raise StoreStateError(f"store {name!r}: its map pin {mp['pin']} is gone, and map id "
+                                      f"{mp['id']} cannot be opened ({by_id.strerror}); the store "
+                                      "cannot be used here") from None
             raise MapGoneError(f"store {name!r}: its map (id {mp['id']}, pinned at {mp['pin']}) is "
                                "gone, and the element with it; `uptrkv destroy` removes the store") from None
         if kv_map.name != mp["name"]:
@@ -345,9 +349,16 @@ class NamedStore(KVStore):
         ours = os.path.dirname(mp["pin"]) == os.path.join(state.get("pin_root") or "", "maps")
         if readonly or not ours:
             return kv_map, None
-        with root_lock(root):
-            if not os.path.exists(mp["pin"]):
+        try:
+            with root_lock(root):
+                if os.path.exists(mp["pin"]):
+                    return kv_map, None             # pinned again meanwhile (by another writer)
+                os.makedirs(os.path.dirname(mp["pin"]), mode=0o700, exist_ok=True)
                 kv_map.pin(mp["pin"])
+        except OSError as pin_exc:
+            kv_map.close()
+            raise StoreStateError(f"store {name!r}: its map pin {mp['pin']} is gone and cannot be "
+                                  f"made again ({pin_exc.strerror})") from None
         return kv_map, mp["pin"]
 
     def _adopt(self) -> None:
