@@ -378,6 +378,17 @@ def test_gc_keeps_a_store_whose_state_it_cannot_read_and_goes_on(ops, target):
         other.wait()
 
 
+def test_a_creator_killed_before_its_state_leaves_no_pin_after_gc(ops, target):
+    """Killed after pinning the map and before its state file names the pin: gc removes
+    the unfinished store and unpins the map (recorded in 'newpin' before the pin)."""
+    code, out, err = ops.forked("create", "--pid", target.pid, "--object", obj("rollout_v1"),
+                                "--name", "k", kill_at="state.written")
+    assert code == -signal.SIGKILL, out + err
+    assert os.listdir(os.path.join(ops.bpffs, "maps")), "the creator pinned nothing"
+    assert ops.json("gc")["removed"] == ["k"]
+    assert os.listdir(os.path.join(ops.bpffs, "maps")) == []
+
+
 def test_a_writer_makes_the_maps_directory_again(ops, target):
     ops.run("create", "--pid", target.pid, "--object", obj("rollout_v1"), "--name", "m")
     ops.run("attach", "m", obj("rollout_v1"))          # a program holds the map

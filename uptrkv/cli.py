@@ -382,6 +382,17 @@ def _links(args) -> int:
     return 0
 
 
+def _unfinished(d) -> dict:
+    """What a creator killed before its state file left to undo: the map pin it made."""
+    from .named import NEW_PIN
+    try:
+        with open(d.file(NEW_PIN), encoding="utf-8") as f:
+            pin = f.read().strip()
+    except FileNotFoundError:
+        return {}
+    return {"name": d.name, "map": {"pin": pin}, "pin_root": os.path.dirname(os.path.dirname(pin))}
+
+
 def _remove_store(name: str, *, unless_alive: bool) -> bool:
     """Remove a store whose target is gone (its element went with the task): pins and files.
     Decided under the root's lock and the store's writer lock, on the state read there;
@@ -396,8 +407,8 @@ def _remove_store(name: str, *, unless_alive: bool) -> bool:
         try:
             # No state file here means a creator that died before writing it.  A state file
             # that cannot be read (corrupt, a newer format) raises: the store is kept.
-            state = d.read_state() if os.path.exists(d.file(STATE)) else {}
-            if unless_alive and state and Target(**state["target"]).alive():
+            state = d.read_state() if os.path.exists(d.file(STATE)) else _unfinished(d)
+            if unless_alive and "target" in state and Target(**state["target"]).alive():
                 return False
             deploy.remove_links(state)
             d.remove()

@@ -37,7 +37,8 @@ STATE = "state.json"
 LOCK = "lock"
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # Every file a store directory may hold: remove() deletes these and nothing else.
-STORE_FILE_RE = re.compile(r"(meta|page[0-9]|state\.json|lock|wal|\.state\.json\.[0-9]+)")
+STORE_FILE_RE = re.compile(r"(meta|page[0-9]|state\.json|lock|wal|newpin|\.state\.json\.[0-9]+)")
+NEW_PIN = "newpin"      # a map pin create() is making, until its state file records it
 
 
 def runtime_root(root: str | os.PathLike | None = None) -> str:

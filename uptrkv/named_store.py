@@ -41,7 +41,7 @@ from .errors import (CorruptStoreError, InvalidValueError, MapGoneError, StoreBu
                      StoreFullError, StoreStateError, TargetGoneError)
 from .layout import Layout
 from .loader import BPF_EXIST, BPF_NOEXIST, BpfMap, BpfObject, MapHandle
-from .named import StoreDir, Target, list_names, pin_in_use, root_lock, task_start_time
+from .named import NEW_PIN, StoreDir, Target, list_names, pin_in_use, root_lock, task_start_time
 from .store import DEFAULT_MAP, KVStore, _live_stores
 
 BPFFS_ENV = "UPTRKV_BPFFS"
@@ -208,6 +208,8 @@ class NamedStore(KVStore):
                     "journal": None,
                 }
                 self._dir.write_state(self._state)   # before registering: open() can adopt
+                if pinned:
+                    os.unlink(self._dir.file(NEW_PIN))
             if _kp.ARMED:
                 _kp.reached("create.state")
             self._register(BPF_NOEXIST)
@@ -251,6 +253,13 @@ class NamedStore(KVStore):
                 if other.id != self.map.id:
                     raise StoreStateError(f"{path} pins map id {other.id}, not {self.map.id}")
             return path, False
+        record = self._dir.file(NEW_PIN)            # a creator killed before its state: gc unpins
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, path.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.map.pin(path)
         return path, True
 
