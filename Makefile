@@ -35,6 +35,7 @@ help:
 	@echo "make kselftest  the suite as KTAP v1 (ksft/run.sh: exit 0 pass, 1 fail, 4 skip)"
 	@echo "make kselftest-install INSTALL_PATH=DIR  collection uptrkv for the kernel's run_kselftest.sh"
 	@echo "make vmtest     build (or reuse) the patched kernel, boot it, run the tests in it"
+	@echo "                (not the nokernel and userspace ones the host run covers; VM_MARKERS=...)"
 	@echo "make vmshell    a shell in the booted patched kernel"
 	@echo "make vmdemo     the demo in the VM (./run demo there when the host kernel has no uptr)"
 	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
@@ -138,8 +139,8 @@ vmdemo: bpf
 # The lifetime proof: the uptr stress with CYCLES (10,000) delete/re-register
 # cycles in the guest; with KERNEL_DEBUG=1 on the KASAN/lockdep kernel.
 vmstress: bpf
-	vm/vmrun.sh env UPTRKV_STRESS_CYCLES=$(or $(CYCLES),10000) sh vm/guest-tests.sh -rA tests/test_uptr_lifetime.py
+	vm/vmrun.sh env UPTRKV_STRESS_CYCLES=$(or $(CYCLES),10000) sh vm/guest-tests.sh "not vmhost" -rA tests/test_uptr_lifetime.py
 
 vmtest-all: bpf
-	vm/vmtest.sh -m "not vmhost" tests
+	VM_MARKERS="not vmhost" vm/vmtest.sh tests
 	$(PYTHON) -m pytest -ra -m vmhost tests

@@ -114,11 +114,18 @@ def kernel():
 
 
 def pytest_generate_tests(metafunc):
+    only = metafunc.definition.get_closest_marker("copy_paths")
+    if only and ("copy_path" not in metafunc.fixturenames or not only.args
+                 or not set(only.args) <= {"stock", "dynptr"}):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: copy_paths(...) takes 'stock' "
+                                f"and/or 'dynptr' on a test using copy_path, not {only.args!r}")
     if "copy_path" in metafunc.fixturenames:
         paths = ["stock", "dynptr"] if EXPECT_DYNPTR else ["stock"]
-        only = metafunc.definition.get_closest_marker("copy_paths")
         if only:                        # decided at collection: no fixture set up to be skipped
-            paths = [p for p in paths if p in only.args]
+            paths = [p for p in paths if p in only.args] or [
+                pytest.param(p, marks=pytest.mark.skip(
+                    reason=f"runs only on {p}, which needs UPTRKV_EXPECT_DYNPTR=1 (the patched kernel)"))
+                for p in only.args]
         metafunc.parametrize("copy_path", paths, scope="module")
 
 

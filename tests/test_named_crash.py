@@ -144,9 +144,7 @@ def steps_of(rig: Rig, op: str, tmp_path) -> list[str]:
 
 
 # Every step runs on the stock path only: the repair is user space's, the same on both
-# paths and on any kernel with uptr (so `make vmtest` leaves it to the host run), and the
-# dynptr path's reads are checked by the random kills.
-@pytest.mark.userspace
+# paths, and the dynptr path's reads are checked by the random kills.
 @pytest.mark.copy_paths("stock")
 @pytest.mark.parametrize("op", OPS)
 def test_killed_at_every_step(rig, copy_path, op, tmp_path):

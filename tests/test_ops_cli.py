@@ -24,10 +24,6 @@ import pytest
 
 from conftest import Forked, wait_for
 
-# The CLI's behaviour is the same on every kernel with uptr (its objects use the stock
-# copy path): the host's run covers it, and `make vmtest` leaves it there.
-pytestmark = pytest.mark.userspace
-
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "rollout"
 LOOP = "while true; do sleep 0.01; done"
@@ -148,6 +144,10 @@ def _sample_counter(root: str, name: str) -> None:
             time.sleep(0.02)
 
 
+# userspace: what this test adds to the others is user space's (a new interpreter per
+# README step, ~15 s each under TCG); its kernel side (attach, pins, rollout, detach,
+# destroy) also runs in the VM, in the tests below.
+@pytest.mark.userspace
 def test_ops_workflow_end_to_end(ops, target, tmp_path):
     """The README's ops workflow.  Each of its steps is a new `python -m uptrkv.cli`
     process, as a user runs it (spawn=True); the checks between them, and the polling of
@@ -233,6 +233,7 @@ def test_ops_workflow_end_to_end(ops, target, tmp_path):
     assert not os.listdir(f"{ops.bpffs}/links") and not os.listdir(f"{ops.bpffs}/maps")
 
 
+@pytest.mark.userspace                 # messages and exit codes: the same on any kernel
 def test_errors_are_one_line_with_exit_codes(ops, target, tmp_path):
     name = ops.json("create", "--pid", target.pid, "--object", obj("rollout_v1"),
                     "--name", "errs")["name"]
