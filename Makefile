@@ -40,7 +40,7 @@ help:
 	@echo "make vmdemo     the demo in the VM (./run demo there when the host kernel has no uptr)"
 	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
 	@echo "make vmstress [KERNEL_DEBUG=1] [CYCLES=10000]  the uptr lifetime stress in the VM"
-	@echo "make vm-repro MODE=single|multi BOOTS=20  the tracepoint int3 reproducer, tallied"
+	@echo "make vm-repro MODE=single|multi BOOTS=20 SECONDS=30  the tracepoint int3 reproducer, tallied"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
 	@echo "(./run TARGET installs what is missing first)"

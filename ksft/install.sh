@@ -30,7 +30,22 @@ case "$python" in /*) ;; *) python=$(command -v "$python") || die "no interprete
 ls "$top"/build/bpf/*.bpf.o >/dev/null 2>&1 || die "no BPF objects in $top/build/bpf (run make bpf)"
 
 if [ ! -f "$dest/run_kselftest.sh" ] || [ ! -f "$dest/kselftest/runner.sh" ]; then
-    src=${KSFT_SRC:-$("$top/vm/kernel-source.sh")}
+    if [ -n "${KSFT_SRC:-}" ]; then
+        src=$KSFT_SRC
+    else
+        # Under the kernel build lock (vm/build-kernel.sh takes it too) until
+        # the runner is copied: the first call unpacks the tree, and a
+        # changed series is switched in place, neither of which may happen
+        # under a running build or another install.
+        cache=${UPTRKV_CACHE:-/var/cache/uptrkv}
+        mkdir -p "$cache"
+        exec 9> "$cache/build.lock"
+        if ! flock -n 9; then
+            echo "[kselftest-install] a kernel build holds $cache/build.lock: waiting for it" >&2
+            flock 9
+        fi
+        src=$("$top/vm/kernel-source.sh")
+    fi
     sel=$src/tools/testing/selftests
     [ -f "$sel/run_kselftest.sh" ] && [ -f "$sel/kselftest/runner.sh" ] ||
         die "$src has no kselftest runner (tools/testing/selftests/run_kselftest.sh)"
@@ -39,6 +54,7 @@ if [ ! -f "$dest/run_kselftest.sh" ] || [ ! -f "$dest/kselftest/runner.sh" ]; th
         [ -f "$f" ] && install -m 744 "$f" "$dest/kselftest/"
     done
     install -m 744 "$sel/run_kselftest.sh" "$dest/"
+    exec 9>&-                                  # the lock, if taken
 fi
 
 coll=$dest/uptrkv

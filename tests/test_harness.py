@@ -2,7 +2,9 @@
 
 The console scanner is checked on console text written here (no VM needed);
 the vmhost tests boot the patched kernel and prove, end to end, that a
-command's exit code comes back and that a guest that panics fails the run.
+command's exit code comes back and that each way a run can go wrong fails it:
+a panic, a kernel stack after a clean exit, an abnormal end after the command
+and a timeout.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ REPORTS = {
     "panic": "[    9.000000] Kernel panic - not syncing: Fatal exception in interrupt\n",
     "ubsan": "[    9.000000] UBSAN: array-index-out-of-bounds in kernel/x.c:3:4\n",
     "user segfault": "[    9.000000] python[99]: segfault at 0 ip 0 sp 0 error 4\n",
+    "general protection fault":
+        "[    9.000000] Oops: general protection fault, probably for non-canonical address\n",
+    "kernel BUG at": "[    9.000000] kernel BUG at mm/slub.c:553!\n",
+    "sleeping function": "[    9.000000] BUG: sleeping function called from invalid context at x.c:1\n",
+    "inconsistent lock state": "[    9.000000] WARNING: inconsistent lock state\n",
+    "soft lockup": "[   60.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [python:84]\n",
+    "refcount": "[    9.000000] refcount_t: underflow; use-after-free.\n",
+    "list corruption": "[    9.000000] list_add corruption. prev->next should be next\n",
+    "rcu stall on cpus/tasks": "[   40.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n",
+    "rcu expedited stall":
+        "[   40.000000] rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: {\n",
+    "rcu kthread starved": "[   40.000000] rcu: rcu_preempt kthread starved for 10502 jiffies!\n",
+    "slub object error": "[    9.000000] BUG kmalloc-64 (Not tainted): Poison overwritten\n",
+    "stack trace alone": "[   40.843075] Call Trace:\n[   40.843076]  <TASK>\n",
+    # printed before the next record's timestamp: a report may be among them
+    "printk messages dropped": "** 42 printk messages dropped **\n",
 }
 
 
@@ -74,10 +92,10 @@ def test_missing_console_is_an_error(tmp_path):
     assert "no console log" in result.stderr
 
 
-def vmrun(tmp_path, *command, timeout=600):
-    env = dict(os.environ, VM_CONSOLE_LOG=str(tmp_path / "console.log"), VM_TIMEOUT="300")
+def vmrun(tmp_path, *command, vm_timeout=300):
+    env = dict(os.environ, VM_CONSOLE_LOG=str(tmp_path / "console.log"), VM_TIMEOUT=str(vm_timeout))
     return subprocess.run([VMRUN, *command], capture_output=True, text=True, env=env,
-                          cwd=TOP, timeout=timeout)
+                          cwd=TOP, timeout=vm_timeout + 300)
 
 
 @pytest.mark.vmhost
@@ -96,3 +114,35 @@ def test_guest_panic_fails_the_run(tmp_path):
     assert result.returncode == 1, out
     assert "FAILED (death+kernel-report)" in out
     assert "Kernel panic" in out or "sysrq" in out
+
+
+@pytest.mark.vmhost
+def test_kernel_stack_after_a_clean_exit_fails_the_run(tmp_path):
+    # sysrq-l prints every CPU's stack (NMI backtrace) and the kernel goes on:
+    # the command exits 0, the console holds a report, the run fails.
+    result = vmrun(tmp_path, "sh", "-c", "echo l > /proc/sysrq-trigger; sleep 2; exit 0")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "FAILED (kernel-report)" in out
+    assert "Call Trace:" in out
+
+
+@pytest.mark.vmhost
+def test_abnormal_end_after_the_command_fails_the_run(tmp_path):
+    # The command's success is on record (the rc file guest-run.sh writes),
+    # then the guest resets without powering off: vng's exit code gives it away.
+    result = vmrun(tmp_path, "sh", "-c",
+                   'echo 0 > "$UPTRKV_RESULTS/rc"; echo b > /proc/sysrq-trigger; sleep 30')
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "FAILED (exit-mismatch)" in out
+    assert "the guest command exited with 0, but vng with" in out
+
+
+@pytest.mark.vmhost
+def test_timeout_fails_the_run(tmp_path):
+    result = vmrun(tmp_path, "sh", "-c", "sleep 3600", vm_timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "FAILED (timeout)" in out
+    assert "did not finish within 120 s" in out

@@ -9,11 +9,13 @@
 # that says WARNING/BUG/Oops/panic, a sanitizer (KASAN via "BUG:", UBSAN),
 # lockdep ("possible circular locking", "inconsistent lock state", ...),
 # RCU ("suspicious RCU usage", stalls), a hung or soft-locked task, list or
-# refcount corruption, a fault, or a user process killed by a fault. There
-# is no allow-list: a new kind of message fails the run until someone reads it.
+# refcount corruption, SLUB's "BUG <cache> (...)", a fault, or a user process
+# killed by a fault. "** N printk messages dropped **" (no timestamp of its
+# own) fails too: a report may have been among them. There is no allow-list:
+# a new kind of message fails the run until someone reads it.
 set -euo pipefail
 
-pattern='WARNING:|BUG:|Oops|Kernel panic|kernel BUG|UBSAN:|general protection fault|double fault|invalid opcode|Call Trace:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|detected stall|self-detected stall|blocked for more than|soft lockup|hard LOCKUP|refcount_t:|list_(add|del) corruption|segfault at|trap (divide|int3|invalid)'
+pattern='WARNING:|BUG:|Oops|Kernel panic|kernel BUG|UBSAN:|general protection fault|double fault|invalid opcode|Call Trace:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|detected (expedited )?stall|kthread starved|blocked for more than|soft lockup|hard LOCKUP|refcount_t:|BUG [A-Za-z0-9_:.-]+ [(]|list_(add|del) corruption|segfault at|trap (divide|int3|invalid)'
 
 if [ "${1:-}" = "--pattern" ]; then
     echo "$pattern"
@@ -25,7 +27,7 @@ log=$1
 
 # Kernel lines only, but the timestamp may follow guest output on one line.
 awk -v pat="$pattern" '
-    /\[ *[0-9]+\.[0-9]+\]/ && $0 ~ pat {
+    (/\[ *[0-9]+\.[0-9]+\]/ && $0 ~ pat) || /printk messages dropped/ {
         if (!found) print "[scan-console] kernel report(s) in the console:" > "/dev/stderr"
         found++
         if (until < NR) {

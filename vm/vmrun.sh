@@ -13,9 +13,12 @@
 # console excerpt, when:
 #   - the guest dies before COMMAND finishes (panic, triple fault, ...);
 #   - the guest does not finish within VM_TIMEOUT seconds;
+#   - COMMAND finished but the guest or QEMU then ended abnormally (vng's
+#     exit code differs from COMMAND's);
 #   - the console holds any kernel report (vm/scan-console.sh: WARNING, BUG,
-#     Oops, panic, KASAN, UBSAN, lockdep, RCU stalls, hung tasks), even when
-#     COMMAND itself passed.
+#     Oops, panic, KASAN, UBSAN, lockdep, RCU stalls, hung tasks, a stack
+#     trace), even when COMMAND itself passed. Which of these a kernel can
+#     print depends on its config (README: "What the console scan can see").
 # The whole console is kept in build/vm-console.log (VM_CONSOLE_LOG).
 #
 # Environment: VM_CPUS (2), VM_MEMORY (2G), VM_TIMEOUT (2700 s),
@@ -105,11 +108,24 @@ timeout -k 10 "$timeout" vng "${vng_args[@]}" --verbose --rwdir="$results" \
 vng_rc=${PIPESTATUS[0]}
 set -e
 
+# The rc file proves the command finished; vng's own exit code (the guest's
+# exit status, which guest-run.sh makes the command's) proves the guest and
+# QEMU then ended normally. Either one alone can hide a failure.
 failed=
-if [ "$vng_rc" -eq 124 ] || [ "$vng_rc" -eq 137 ]; then
+if [ -f "$results/rc" ]; then
+    rc=$(cat "$results/rc")
+    if [ "$vng_rc" != "$rc" ]; then
+        case $vng_rc in
+            124|137) why="the guest did not power off within $timeout s (VM_TIMEOUT)" ;;
+            *) why="the guest or QEMU ended abnormally after it" ;;
+        esac
+        log "FAIL: the guest command exited with $rc, but vng with $vng_rc: $why"
+        failed=exit-mismatch
+    fi
+elif [ "$vng_rc" -eq 124 ] || [ "$vng_rc" -eq 137 ]; then
     log "FAIL: the guest did not finish within $timeout s (VM_TIMEOUT): stopped it"
     failed=timeout
-elif [ ! -f "$results/rc" ]; then
+else
     log "FAIL: the guest died before the command finished (vng exit code $vng_rc)"
     failed=death
 fi
@@ -124,6 +140,5 @@ if [ -n "$failed" ]; then
     echo "vmrun: FAILED ($failed)"
     exit 1
 fi
-rc=$(cat "$results/rc")
 log "guest command exited with $rc"
 exit "$rc"
