@@ -118,7 +118,8 @@ kernel:
 	vm/build-kernel.sh
 
 # The suite in the guest, then the harness's own end-to-end checks (a guest
-# exit code comes back; a guest panic fails the run).
+# exit code comes back; a panic, a kernel stack after a clean exit, an
+# abnormal end after the command and a timeout each fail the run).
 vmtest: bpf
 	vm/vmtest.sh
 	$(PYTHON) -m pytest -ra -m vmhost tests

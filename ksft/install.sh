@@ -41,7 +41,7 @@ if [ ! -f "$dest/run_kselftest.sh" ] || [ ! -f "$dest/kselftest/runner.sh" ]; th
         mkdir -p "$cache"
         exec 9> "$cache/build.lock"
         if ! flock -n 9; then
-            echo "[kselftest-install] a kernel build holds $cache/build.lock: waiting for it" >&2
+            echo "[kselftest-install] a kernel build (or another install) holds $cache/build.lock: waiting for it" >&2
             flock 9
         fi
         src=$("$top/vm/kernel-source.sh")

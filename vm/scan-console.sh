@@ -27,7 +27,7 @@ log=$1
 
 # Kernel lines only, but the timestamp may follow guest output on one line.
 awk -v pat="$pattern" '
-    (/\[ *[0-9]+\.[0-9]+\]/ && $0 ~ pat) || /printk messages dropped/ {
+    (/\[ *[0-9]+\.[0-9]+\]/ && $0 ~ pat) || /\*\* [0-9]+ printk messages dropped \*\*/ {
         if (!found) print "[scan-console] kernel report(s) in the console:" > "/dev/stderr"
         found++
         if (until < NR) {

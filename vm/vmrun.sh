@@ -13,11 +13,11 @@
 # console excerpt, when:
 #   - the guest dies before COMMAND finishes (panic, triple fault, ...);
 #   - the guest does not finish within VM_TIMEOUT seconds;
-#   - COMMAND finished but the guest or QEMU then ended abnormally (vng's
-#     exit code differs from COMMAND's);
+#   - COMMAND finished but the guest died, reset or hung before its init
+#     recorded the exit code (vng's exit code differs from COMMAND's);
 #   - the console holds any kernel report (vm/scan-console.sh: WARNING, BUG,
-#     Oops, panic, KASAN, UBSAN, lockdep, RCU stalls, hung tasks, a stack
-#     trace), even when COMMAND itself passed. Which of these a kernel can
+#     Oops, panic, KASAN, UBSAN, lockdep, RCU stalls, a stack trace), even
+#     when COMMAND itself passed. Which of these a kernel can
 #     print depends on its config (README: "What the console scan can see").
 # The whole console is kept in build/vm-console.log (VM_CONSOLE_LOG).
 #
@@ -108,16 +108,18 @@ timeout -k 10 "$timeout" vng "${vng_args[@]}" --verbose --rwdir="$results" \
 vng_rc=${PIPESTATUS[0]}
 set -e
 
-# The rc file proves the command finished; vng's own exit code (the guest's
-# exit status, which guest-run.sh makes the command's) proves the guest and
-# QEMU then ended normally. Either one alone can hide a failure.
+# The rc file proves the command finished. vng's exit code is what the
+# guest's init recorded after the command, before powering off (255 if it
+# recorded nothing): it must be the same, or the guest died, reset or hung
+# in between. (QEMU's own exit status after that record is not seen; a
+# kernel crash while powering off is, by the console scan.)
 failed=
 if [ -f "$results/rc" ]; then
     rc=$(cat "$results/rc")
     if [ "$vng_rc" != "$rc" ]; then
         case $vng_rc in
             124|137) why="the guest did not power off within $timeout s (VM_TIMEOUT)" ;;
-            *) why="the guest or QEMU ended abnormally after it" ;;
+            *) why="the guest ended abnormally after it" ;;
         esac
         log "FAIL: the guest command exited with $rc, but vng with $vng_rc: $why"
         failed=exit-mismatch
