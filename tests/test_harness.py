@@ -115,43 +115,31 @@ def test_guest_exit_code_comes_back(tmp_path):
     assert "FAILED" not in result.stdout
 
 
-@pytest.mark.vmhost
-def test_guest_panic_fails_the_run(tmp_path):
-    # A command that "succeeds" after crashing the kernel: the run must still fail.
-    result = vmrun(tmp_path, "sh", "-c", "echo c > /proc/sysrq-trigger; exit 0")
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
-    assert "FAILED (death+kernel-report)" in out
-    assert "Kernel panic" in out or "sysrq" in out
-
-
-@pytest.mark.vmhost
-def test_kernel_stack_after_a_clean_exit_fails_the_run(tmp_path):
+# Each way a run can go wrong, made to happen in a real guest: (guest command,
+# VM_TIMEOUT, the failure vmrun must report, text of which one must be shown).
+FAILURES = {
+    # A command that "succeeds" after crashing the kernel.
+    "panic": ("echo c > /proc/sysrq-trigger; exit 0", 300,
+              "death+kernel-report", ("Kernel panic", "sysrq")),
     # sysrq-l prints every CPU's stack (NMI backtrace) and the kernel goes on:
-    # the command exits 0, the console holds a report, the run fails.
-    result = vmrun(tmp_path, "sh", "-c", "echo l > /proc/sysrq-trigger; sleep 2; exit 0")
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
-    assert "FAILED (kernel-report)" in out
-    assert "Call Trace:" in out
-
-
-@pytest.mark.vmhost
-def test_abnormal_end_after_the_command_fails_the_run(tmp_path):
+    # the command exits 0 and only the console tells.
+    "stack after a clean exit": ("echo l > /proc/sysrq-trigger; sleep 2; exit 0", 300,
+                                 "kernel-report", ("Call Trace:",)),
     # The command's success is on record (the rc file guest-run.sh writes),
-    # then the guest resets without powering off: vng's exit code gives it away.
-    result = vmrun(tmp_path, "sh", "-c",
-                   'echo 0 > "$UPTRKV_RESULTS/rc"; echo b > /proc/sysrq-trigger; sleep 30')
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
-    assert "FAILED (exit-mismatch)" in out
-    assert "the guest command exited with 0, but vng with" in out
+    # then the guest resets without powering off: vng's exit code tells.
+    "abnormal end after the command": (
+        'echo 0 > "$UPTRKV_RESULTS/rc"; echo b > /proc/sysrq-trigger; sleep 30', 300,
+        "exit-mismatch", ("the guest command exited with 0, but vng with",)),
+    "timeout": ("sleep 3600", 120, "timeout", ("did not finish within 120 s",)),
+}
 
 
 @pytest.mark.vmhost
-def test_timeout_fails_the_run(tmp_path):
-    result = vmrun(tmp_path, "sh", "-c", "sleep 3600", vm_timeout=120)
+@pytest.mark.parametrize("kind", sorted(FAILURES))
+def test_failure_fails_the_run(tmp_path, kind):
+    command, vm_timeout, label, evidence = FAILURES[kind]
+    result = vmrun(tmp_path, "sh", "-c", command, vm_timeout=vm_timeout)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    assert "FAILED (timeout)" in out
-    assert "did not finish within 120 s" in out
+    assert f"FAILED ({label})" in out
+    assert any(text in out for text in evidence), out
