@@ -127,7 +127,9 @@ fetch_debian_source() {
         log "downloading linux-source-$series $version"
         (cd "$aptdir/debs" && apt-get "${aptopts[@]}" -q download "linux-source-$series=$version" >&2) ||
             die "download of linux-source-$series failed"
-        deb=$(ls "$aptdir/debs"/linux-source-"${series}"_*.deb | head -n1)
+        # The version just fetched, not whichever older .deb sorts first.
+        deb=$(ls "$aptdir/debs"/linux-source-"${series}"_"${version//:/%3a}"_*.deb 2>/dev/null | head -n1 || true)
+        [ -n "$deb" ] || die "apt-get download of linux-source-$series=$version left no .deb in $aptdir/debs"
     fi
     echo "$deb"
 }
