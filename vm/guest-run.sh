@@ -14,5 +14,9 @@ cd "$top" || exit 1
 echo "guest kernel: $(uname -r)"
 UPTRKV_RESULTS=$results "$@"
 rc=$?
+# Settle 2 s before the rc file (after it the guest powers off): the tests'
+# last maps and task storage are freed from RCU callbacks and workqueues,
+# and a report from that work must reach the console to be scanned.
+sleep 2
 echo "$rc" > "$results/rc"
 exit "$rc"
