@@ -144,10 +144,18 @@ if [ -n "${KERNEL_SRC:-}" ]; then
     fi
     [ -f "$KERNEL_SRC/Makefile" ] && [ -f "$KERNEL_SRC/kernel/bpf/verifier.c" ] ||
         die "KERNEL_SRC=$KERNEL_SRC is not a kernel source tree"
-    if applies "$KERNEL_SRC" "${patches[0]}" -R; then
+    # Applied means every patch of the series reverts (each checked alone);
+    # a tree where only some do was cut short or carries another series.
+    reverts=()
+    for p in "${patches[@]}"; do
+        applies "$KERNEL_SRC" "$p" -R && reverts+=("$(basename "$p")")
+    done
+    if [ ${#reverts[@]} -eq ${#patches[@]} ]; then
         log "the series is already applied in $KERNEL_SRC"
-    else
+    elif [ ${#reverts[@]} -eq 0 ]; then
         apply_series "$KERNEL_SRC"
+    else
+        die "KERNEL_SRC=$KERNEL_SRC carries only part of the series (${reverts[*]}); revert it or apply the rest of vm/patches/ by hand"
     fi
     echo "$KERNEL_SRC"
     exit 0
