@@ -97,10 +97,13 @@ fi
 # would truncate a file our caller redirected to. Boot noise (kernel lines
 # that are not reports) is kept in the log but not shown; reports are shown.
 timeout=${VM_TIMEOUT:-2700}
+# The guest runs the command with sh (dash): each argument in single quotes,
+# which dash reads as bash wrote them (printf %q may write $'...').
+sh_quote() { local a; for a; do printf "'%s' " "${a//\'/\'\\\'\'}"; done; }
 log "booting $bzimage (TCG ${VM_TCG:-single}, ${VM_CPUS:-2} vCPUs; console: $console_log)"
 set +e
 timeout -k 10 "$timeout" vng "${vng_args[@]}" --verbose --rwdir="$results" \
-    --exec "sh $here/guest-run.sh $results $(printf '%q ' "$@")" < /dev/null 2>&1 |
+    --exec "$(sh_quote sh "$here/guest-run.sh" "$results" "$@")" < /dev/null 2>&1 |
     tee "$console_log" |
     awk -v pat="$("$here/scan-console.sh" --pattern)" '
         /\[ *[0-9]+\.[0-9]+\]/ && $0 !~ pat { next }
