@@ -180,7 +180,10 @@ if [ ! -f "$tree/.uptrkv-ready" ]; then
     tmp=$(mktemp -d "$cache/src/unpack.XXXXXX")
     dpkg-deb -x "$deb" "$tmp"
     tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | head -n1)
-    tar -C "$top" -xf "$tarball"
+    # -m: files dated now, not as in the tarball. Objects of this source may
+    # survive from before (a switch cut short): a file the old series had
+    # patched comes back older than its object, and make would keep it.
+    tar -C "$top" -m -xf "$tarball"
     rm -rf "$tmp"
     touch "$tree/.uptrkv-ready"
 fi
