@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from uptrkv import known_keys  # noqa: E402
 from uptrkv.loader import BpfObject, LoadError  # noqa: E402
+from uptrkv.objects import bpf_dir, object_path  # noqa: E402
 from uptrkv.store import KVStore  # noqa: E402
-
-BPF_DIR = Path(os.environ.get("UPTRKV_BPF_DIR", Path(__file__).resolve().parent.parent / "build" / "bpf"))
 
 
 def slab_kb() -> int:
@@ -60,9 +59,14 @@ class SlabPeak:
         self.peak = max(self.peak, slab_kb())
 
 
-def object_path(name: str) -> Path:
-    p = Path(name)
-    return p if p.suffix == ".o" else BPF_DIR / f"{name}.bpf.o"
+def find(name: str) -> Path:
+    """A path as given, or a name in build/bpf ("bench_run", "bench_run.dynptr")."""
+    if name.endswith(".o"):
+        if not Path(name).exists():
+            raise SystemExit(f"{name} does not exist")
+        return Path(name)
+    base, _, path = name.partition(".")
+    return object_path(base, path or "stock")
 
 
 def program_names(path: Path) -> list[str]:
@@ -111,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("objects", nargs="*", help="object names in build/bpf or paths (default: all)")
     args = ap.parse_args(argv)
-    names = args.objects or sorted(p.name[:-len(".bpf.o")] for p in BPF_DIR.glob("*.bpf.o"))
+    names = args.objects or sorted(p.name[:-len(".bpf.o")] for p in bpf_dir().glob("*.bpf.o"))
+    if not names:
+        raise SystemExit(f"no BPF objects in {bpf_dir()}: run `make bpf`")
     print(f"Linux {os.uname().release}; slab in MB (rise while checking, peak), time in s")
     print(f"{'program':24s} {'insns':>9} {'states':>8} {'peak':>8} {'+slab':>7} {'slab':>7} {'secs':>7}")
     for name in names:
-        path = object_path(name)
+        path = find(name)
         print(f"# {path.name}", flush=True)
         held = store_for(path)
         try:

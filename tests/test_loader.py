@@ -136,3 +136,15 @@ def test_verifier_stats_of_one_program(kernel):
             obj.program("get_base").verifier_stats
         with pytest.raises(ValueError, match="already loaded"):
             obj.program("get_base").record_verifier_stats()
+
+
+def test_rejection_while_recording_stats_says_so(kernel):
+    with BpfObject(object_path("rollout_v2_rejected")) as obj:
+        obj.program("rollout_v2").record_verifier_stats()
+        with pytest.raises(LoadError) as err:
+            obj.load()
+    assert err.value.errno == errno.EACCES
+    log = err.value.verifier_log
+    assert log.startswith("rollout_v2: ") and "processed " in log, log
+    assert "invalid mem access" in log or "mem_or_null" in log, log       # the reason, too
+    assert "not its whole log" in str(err.value)

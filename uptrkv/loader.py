@@ -4,7 +4,8 @@ A :class:`BpfObject` owns the libbpf object and so every map and program fd
 in it; a :class:`BpfLink` owns one attachment.  Both close deterministically
 (``close()`` or ``with``).  Maps and programs are views that are valid while
 their object is open.  Verifier rejections raise :class:`LoadError` whose
-text includes the verifier log.
+text includes the verifier log (for a program that record_verifier_stats,
+the verifier's last message and statistics instead).
 """
 
 from __future__ import annotations
@@ -137,9 +138,9 @@ class BpfProgram:
     def record_verifier_stats(self) -> None:
         """Before load: have the verifier report what checking this program cost.
 
-        Log level 4 (statistics only) into a buffer of the object's; read it
-        with verifier_stats after load. A rejection then carries the
-        statistics instead of the verifier's reasons.
+        Log level 4 (statistics) into a buffer of the object's; read it with
+        verifier_stats after load. A rejection's LoadError then carries the
+        verifier's last message and these statistics, not its whole log.
         """
         self._obj._check(loaded=False)
         buf = self._obj._stats_logs.setdefault(self.name, ctypes.create_string_buffer(4096))
@@ -598,6 +599,12 @@ class BpfObject:
             lib.bpf_object__load(self._ptr)
         except LibbpfError as exc:
             log = self._log.value.decode(errors="replace")
+            if not log.strip() and self._stats_logs:
+                # libbpf wrote the recording programs' logs (level 4) to their own buffers
+                log = "".join(f"{name}: {buf.value.decode(errors='replace').strip()}\n"
+                              for name, buf in self._stats_logs.items()) + \
+                    ("(log level 4, for record_verifier_stats: the verifier's last message and "
+                     "statistics, not its whole log; load without it for that)\n")
             raise LoadError(exc.errno, self.path, log, exc.detail) from None
         self.loaded = True
         return self

@@ -108,8 +108,9 @@ while kill -0 "$pid" 2>/dev/null; do
     [ $((SECONDS - last)) -ge 30 ] || continue
     last=$SECONDS
     kill -0 "$pid" 2>/dev/null || break
-    step=$(grep -E '^\s+(CC|LD|AR|BTF|AS|GEN|OBJCOPY|BTFIDS)\s' "$buildlog" | tail -n1 | sed 's/^ *//')
-    log "building: $(grep -cE '^\s+CC\s' "$buildlog") files compiled, now: ${step:-...}"
+    # (|| true: a log with no such line yet must not end the script under pipefail)
+    step=$({ grep -E '^\s+(CC|LD|AR|BTF|AS|GEN|OBJCOPY|BTFIDS)\s' "$buildlog" || true; } | tail -n1 | sed 's/^ *//')
+    log "building: $(grep -cE '^\s+CC\s' "$buildlog" || true) files compiled, now: ${step:-...}"
 done
 wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buildlog"; }
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"

@@ -51,11 +51,11 @@ case "${VM_TCG:-single}" in
 esac
 # No hardware virtualisation on these machines: TCG. Without --disable-kvm
 # QEMU tries KVM and hangs without output.
-# Memory: 2G, or 4G for the debug kernel. Linux 7.2's verifier needs 837 MB
-# of slab at its peak for bench_run's run_dynamic (741,741 instructions
-# processed, 142,241 peak states; Linux 6.18 needs 29,056 and 1,690), and
+# Memory: 2G, or 4G for the debug kernel. Checking bench_run's run_dynamic
+# takes Linux 7.2's verifier 821 MB more slab (741,741 instructions
+# processed, 142,241 peak states; Linux 6.18: 29,056 and 1,690, 8 MB), and
 # KASAN's redzones take that past 2G: the debug kernel's OOM killer ended
-# its first suite run there (README: "The debug kernel").
+# its first suite run there (README, make vmtest KERNEL_DEBUG=1).
 if [ "${KERNEL_DEBUG:-0}" = 1 ]; then memory=${VM_MEMORY:-4G}; else memory=${VM_MEMORY:-2G}; fi
 vng_args=(--disable-kvm --cpus "${VM_CPUS:-2}" --memory "$memory" -r "$bzimage"
           --rodir="$top" --qemu-opts="$accel")
