@@ -41,6 +41,7 @@ help:
 	@echo "make vmtest-all the whole suite in the VM (./run test there when the host kernel has no uptr)"
 	@echo "make vmstress [KERNEL_DEBUG=1] [CYCLES=10000]  the uptr lifetime stress in the VM"
 	@echo "make vm-repro MODE=single|multi BOOTS=20 SECONDS=30  the tracepoint int3 reproducer, tallied"
+	@echo "make vm-verifier-cost [OBJECTS=\"bench_run ...\"]  per-program verifier cost (insns, states, slab) in the VM"
 	@echo "make kernel     only build (or reuse) the patched kernel"
 	@echo "make clean      remove $(BUILD)"
 	@echo "(./run TARGET installs what is missing first)"
@@ -145,3 +146,9 @@ vmstress: bpf
 vmtest-all: bpf
 	VM_MARKERS="not vmhost" vm/vmtest.sh tests
 	$(PYTHON) -m pytest -ra -m vmhost tests
+
+# What checking each BPF program costs the patched kernel's verifier
+# (examples/verifier_cost.py: instructions, states, slab, time), in the VM.
+.PHONY: vm-verifier-cost
+vm-verifier-cost: bpf
+	vm/vmrun.sh $(PYTHON) examples/verifier_cost.py $(OBJECTS)

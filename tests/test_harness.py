@@ -109,9 +109,12 @@ def vmrun(tmp_path, *command, vm_timeout=300):
 
 @pytest.mark.vmhost
 def test_guest_exit_code_comes_back(tmp_path):
-    result = vmrun(tmp_path, "sh", "-c", "echo guest-says-hello; exit 3")
+    # The arguments reach the guest's sh (dash) as they were given, a tab
+    # too (bash's printf %q writes $'tab\there', which dash does not read).
+    args = ["guest says", "it's", "$HOME", "back\\slash", "", "tab\there"]
+    result = vmrun(tmp_path, "sh", "-c", 'printf "<%s>" "$@"; echo; exit 3', "sh", *args)
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "guest-says-hello" in result.stdout
+    assert "".join(f"<{a}>" for a in args) in result.stdout
     assert "FAILED" not in result.stdout
 
 

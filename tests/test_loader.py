@@ -119,3 +119,32 @@ def test_failed_pin_leaves_no_store_behind(kernel, bpffs):
         with KVStore.create(obj) as store:        # the failed attempt left no element
             store.put(1, b"ok")
             assert store.get(1) == b"ok"
+
+
+def test_verifier_stats_of_one_program(kernel):
+    """The verifier's own count for a program loaded alone; none without asking before load."""
+    with BpfObject(object_path("bench_get")) as obj:
+        for p in obj.programs():
+            p.set_autoload(p.name in ("get_base", "get_kv"))
+        obj.program("get_kv").record_verifier_stats()
+        obj.load()
+        stats = obj.program("get_kv").verifier_stats
+        assert stats.insns_limit == 1_000_000
+        assert 0 < stats.insns_processed < stats.insns_limit
+        assert stats.total_states > 0 and stats.peak_states > 0
+        with pytest.raises(ValueError, match="record_verifier_stats"):
+            obj.program("get_base").verifier_stats
+        with pytest.raises(ValueError, match="already loaded"):
+            obj.program("get_base").record_verifier_stats()
+
+
+def test_rejection_while_recording_stats_says_so(kernel):
+    with BpfObject(object_path("rollout_v2_rejected")) as obj:
+        obj.program("rollout_v2").record_verifier_stats()
+        with pytest.raises(LoadError) as err:
+            obj.load()
+    assert err.value.errno == errno.EACCES
+    log = err.value.verifier_log
+    assert log.startswith("rollout_v2: ") and "processed " in log, log
+    assert "invalid mem access" in log or "mem_or_null" in log, log       # the reason, too
+    assert "not its whole log" in str(err.value)

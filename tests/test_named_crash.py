@@ -212,6 +212,7 @@ def test_a_conversion_that_no_longer_fits_is_rolled_back(rig):
     with NamedStore.open("full") as s:
         assert any("no longer fits" in r for r in s.repairs), s.repairs
         assert s.get(1) == val(1, 0, 8) and s.verify() == []
+        # BPF counts a run only while the target has a store: wait before destroying it
+        assert wait_for(lambda: rig.counters()["runs"] > runs + 3), "BPF stopped reading"
         s.destroy()
-    assert wait_for(lambda: rig.counters()["runs"] > runs + 3)
     assert rig.counters()["bad"] == 0

@@ -4,7 +4,8 @@ A :class:`BpfObject` owns the libbpf object and so every map and program fd
 in it; a :class:`BpfLink` owns one attachment.  Both close deterministically
 (``close()`` or ``with``).  Maps and programs are views that are valid while
 their object is open.  Verifier rejections raise :class:`LoadError` whose
-text includes the verifier log.
+text includes the verifier log (for a program that record_verifier_stats,
+the verifier's last message and statistics instead).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ctypes
 import errno
 import mmap
 import os
+import re
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from . import _libbpf
@@ -89,6 +92,28 @@ class BpfLink:
         self.close()
 
 
+@dataclass(frozen=True)
+class VerifierStats:
+    """The verifier's own account of checking one program (its log level 4)."""
+
+    insns_processed: int
+    insns_limit: int
+    max_states_per_insn: int
+    total_states: int
+    peak_states: int
+
+    _LINE = re.compile(r"processed (\d+) insns \(limit (\d+)\) max_states_per_insn (\d+) "
+                       r"total_states (\d+) peak_states (\d+)")
+
+    @classmethod
+    def parse(cls, name: str, log: str) -> "VerifierStats":
+        m = cls._LINE.search(log)
+        if not m:
+            raise ValueError(f"program {name}: no verifier statistics in its log ({log.strip()[:200]!r}); "
+                             "was it loaded?")
+        return cls(*map(int, m.groups()))
+
+
 class BpfProgram:
     """A program of an object."""
 
@@ -109,6 +134,26 @@ class BpfProgram:
     def set_autoload(self, autoload: bool) -> None:
         self._obj._check(loaded=False)
         lib.bpf_program__set_autoload(self._ptr, autoload)
+
+    def record_verifier_stats(self) -> None:
+        """Before load: have the verifier report what checking this program cost.
+
+        Log level 4 (statistics) into a buffer of the object's; read it with
+        verifier_stats after load. A rejection's LoadError then carries the
+        verifier's last message and these statistics, not its whole log.
+        """
+        self._obj._check(loaded=False)
+        buf = self._obj._stats_logs.setdefault(self.name, ctypes.create_string_buffer(4096))
+        lib.bpf_program__set_log_buf(self._ptr, ctypes.cast(buf, ctypes.c_void_p), len(buf))
+        lib.bpf_program__set_log_level(self._ptr, 4)
+
+    @property
+    def verifier_stats(self) -> VerifierStats:
+        """What the verifier reported for this program (record_verifier_stats before load)."""
+        buf = self._obj._stats_logs.get(self.name)
+        if buf is None:
+            raise ValueError(f"program {self.name}: call record_verifier_stats() before load")
+        return VerifierStats.parse(self.name, buf.value.decode(errors="replace"))
 
     def attach(self) -> BpfLink:
         """Attach as the section name says (tracepoint, tp_btf, ...)."""
@@ -476,6 +521,7 @@ class BpfObject:
         if not os.path.exists(self.path):
             raise FileNotFoundError(errno.ENOENT, "BPF object not found (run `make bpf`)", self.path)
         self._log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        self._stats_logs: dict[str, ctypes.Array] = {}      # record_verifier_stats
         opts = _libbpf.bpf_object_open_opts(sz=ctypes.sizeof(_libbpf.bpf_object_open_opts))
         opts.kernel_log_buf = ctypes.cast(self._log, ctypes.c_void_p)
         opts.kernel_log_size = VERIFIER_LOG_SIZE
@@ -553,6 +599,12 @@ class BpfObject:
             lib.bpf_object__load(self._ptr)
         except LibbpfError as exc:
             log = self._log.value.decode(errors="replace")
+            if not log.strip() and self._stats_logs:
+                # libbpf wrote the recording programs' logs (level 4) to their own buffers
+                log = "".join(f"{name}: {buf.value.decode(errors='replace').strip()}\n"
+                              for name, buf in self._stats_logs.items()) + \
+                    ("(log level 4, for record_verifier_stats: the verifier's last message and "
+                     "statistics, not its whole log; load without it for that)\n")
             raise LoadError(exc.errno, self.path, log, exc.detail) from None
         self.loaded = True
         return self

@@ -100,11 +100,17 @@ done
 log "building bzImage with $jobs jobs"
 (cd "$tree" && make O="$obj" -j"$jobs" bzImage) >> "$buildlog" 2>&1 &
 pid=$!
+# Progress every 30 s, checked every second: a 30 s sleep would add up to
+# 30 s to build-seconds and, left behind by a killed build, hold the lock.
+last=$SECONDS
 while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
+    sleep 1 9>&-
+    [ $((SECONDS - last)) -ge 30 ] || continue
+    last=$SECONDS
     kill -0 "$pid" 2>/dev/null || break
-    step=$(grep -E '^\s+(CC|LD|AR|BTF|AS|GEN|OBJCOPY|BTFIDS)\s' "$buildlog" | tail -n1 | sed 's/^ *//')
-    log "building: $(grep -cE '^\s+CC\s' "$buildlog") files compiled, now: ${step:-...}"
+    # (|| true: a log with no such line yet must not end the script under pipefail)
+    step=$({ grep -E '^\s+(CC|LD|AR|BTF|AS|GEN|OBJCOPY|BTFIDS)\s' "$buildlog" || true; } | tail -n1 | sed 's/^ *//')
+    log "building: $(grep -cE '^\s+CC\s' "$buildlog" || true) files compiled, now: ${step:-...}"
 done
 wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buildlog"; }
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"

@@ -43,6 +43,35 @@ apply_series() {
     done
 }
 
+# Where KERNEL_SRC stands against the series, judged on a scratch copy of the
+# files it touches (the tree is not changed; no fuzz): "applied" when the whole series
+# reverts, last patch first; "clean" when it applies in order; otherwise
+# "mixed: <first patch that applies in neither direction>".
+series_state() {
+    local tree=$1 scratch f p i dir=fwd
+    scratch=$(mktemp -d)
+    copy_touched() {
+        rm -rf "$scratch" && mkdir -p "$scratch"
+        sed -n 's|^+++ b/||p; s|^--- a/||p' "${patches[@]}" | sort -u | while read -r f; do
+            [ -f "$tree/$f" ] || continue
+            mkdir -p "$scratch/$(dirname "$f")" && cp "$tree/$f" "$scratch/$f"
+        done
+    }
+    copy_touched
+    for ((i = ${#patches[@]} - 1; i >= 0; i--)); do
+        patch -d "$scratch" -p1 -R -s -f -F0 < "${patches[i]}" >/dev/null 2>&1 || { dir=; break; }
+    done
+    if [ -n "$dir" ]; then rm -rf "$scratch"; echo applied; return; fi
+    copy_touched
+    for p in "${patches[@]}"; do
+        if ! patch -d "$scratch" -p1 -s -f -F0 < "$p" >/dev/null 2>&1; then
+            rm -rf "$scratch"; echo "mixed: $(basename "$p")"; return
+        fi
+    done
+    rm -rf "$scratch"
+    echo clean
+}
+
 # Make an unpacked tree carry exactly vm/patches/: revert what it carries
 # (recorded in .uptrkv-series/) if that differs, then apply the series.
 switch_series() {
@@ -127,7 +156,9 @@ fetch_debian_source() {
         log "downloading linux-source-$series $version"
         (cd "$aptdir/debs" && apt-get "${aptopts[@]}" -q download "linux-source-$series=$version" >&2) ||
             die "download of linux-source-$series failed"
-        deb=$(ls "$aptdir/debs"/linux-source-"${series}"_*.deb | head -n1)
+        # The version just fetched, not whichever older .deb sorts first.
+        deb=$(ls "$aptdir/debs"/linux-source-"${series}"_"${version//:/%3a}"_*.deb 2>/dev/null | head -n1 || true)
+        [ -n "$deb" ] || die "apt-get download of linux-source-$series=$version left no .deb in $aptdir/debs"
     fi
     echo "$deb"
 }
@@ -142,11 +173,15 @@ if [ -n "${KERNEL_SRC:-}" ]; then
     fi
     [ -f "$KERNEL_SRC/Makefile" ] && [ -f "$KERNEL_SRC/kernel/bpf/verifier.c" ] ||
         die "KERNEL_SRC=$KERNEL_SRC is not a kernel source tree"
-    if applies "$KERNEL_SRC" "${patches[0]}" -R; then
-        log "the series is already applied in $KERNEL_SRC"
-    else
-        apply_series "$KERNEL_SRC"
-    fi
+    # The whole series or none of it: a tree where it neither reverts nor
+    # applies as a whole (cut short, another series, stray files) is refused
+    # before anything in it is changed.
+    state=$(series_state "$KERNEL_SRC")
+    case $state in
+        applied) log "the series is already applied in $KERNEL_SRC" ;;
+        clean) apply_series "$KERNEL_SRC" ;;
+        *) die "KERNEL_SRC=$KERNEL_SRC carries part of vm/patches/ or conflicts with it: the series neither reverts nor applies as a whole (${state#mixed: } does not apply after the ones before it); bring the tree to the series or to none of it" ;;
+    esac
     echo "$KERNEL_SRC"
     exit 0
 fi
@@ -170,7 +205,10 @@ if [ ! -f "$tree/.uptrkv-ready" ]; then
     tmp=$(mktemp -d "$cache/src/unpack.XXXXXX")
     dpkg-deb -x "$deb" "$tmp"
     tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | head -n1)
-    tar -C "$top" -xf "$tarball"
+    # -m: files dated now, not as in the tarball. Objects of this source may
+    # survive from before (a switch cut short): a file the old series had
+    # patched comes back older than its object, and make would keep it.
+    tar -C "$top" -m -xf "$tarball"
     rm -rf "$tmp"
     touch "$tree/.uptrkv-ready"
 fi
