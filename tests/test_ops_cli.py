@@ -513,3 +513,35 @@ def test_gc_deletes_nothing_that_is_not_a_store(ops, target, tmp_path):
     assert out["removed"] == [] and [k["name"] for k in out["busy"]] == ["projects"]
     assert "not a store directory" in out["busy"][0]["reason"]
     assert open(os.path.join(odd, "notes.txt")).read() == "keep me"
+
+
+def _new_modules_of(*argv: str) -> None:
+    """In a forked child: run the CLI with ARGV and print each uptrkv or pyelftools
+    module it had to import (none: they came from the parent)."""
+    from uptrkv.cli import main
+    before = set(sys.modules)
+    try:
+        main(list(argv))
+    except SystemExit:
+        pass
+    new = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("uptrkv", "elftools"))
+    print("NEW", " ".join(new), file=sys.__stdout__, flush=True)
+
+
+@pytest.mark.nokernel
+def test_a_forked_command_imports_nothing_the_parent_has_not(tmp_path):
+    """Forked children start with every uptrkv module imported, whatever ran before in
+    this process: on the debug kernel in TCG, a child's cold import of the ops modules
+    took longer than its 300 s limit when test_ops_cli ran first."""
+    root = tempfile.mkdtemp(prefix="uptrkv-test-", dir="/dev/shm")
+    try:
+        for argv in (["ls", "--root", root, "--json"],
+                     ["get", "missing", "calls", "--root", root],
+                     ["attach", "missing", str(tmp_path / "none.bpf.o"), "--root", root]):
+            p = Forked(_new_modules_of, *argv)
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            lines = [line for line in out.splitlines() if line.startswith("NEW")]
+            assert lines == ["NEW "], f"{argv}: the child imported {lines}\n{err}"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
