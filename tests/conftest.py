@@ -254,7 +254,8 @@ class Forked:
     KILL_AT / KILL_LOG (uptrkv._killpoints.arm), writes to pipes read as ``stdout`` and
     ``stderr`` (its fds 1 and 2 too, so libbpf's output is kept), and exits 0 when FN
     returns, with SystemExit's code, or 1 with the traceback; it never returns into
-    pytest.  It has Popen's poll, wait, send_signal, communicate and returncode."""
+    pytest.  It has Popen's poll, wait, send_signal, communicate and returncode.  Every
+    uptrkv module is imported in this process first, so no child imports one."""
 
     def __init__(self, fn, *args, kill_at: str | None = None, kill_log: str | None = None):
         import_everything_a_child_may_import()
