@@ -9,6 +9,7 @@ the verifier patch: the behavioural suite then runs on both copy paths.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import subprocess
@@ -225,6 +226,26 @@ def run_python(code_or_path, *args, env=None, timeout=120, check=True, fresh=Fal
     return res
 
 
+@functools.cache
+def import_everything_a_child_may_import() -> None:
+    """Import every uptrkv module (and pyelftools' ELF reader) in this process, once.
+
+    The CLI and the ops code import lazily, so a forked child imports whatever
+    this process has not imported yet, and pays for it in each child again.  On
+    the debug kernel in the TCG guest a cold import of those modules takes
+    minutes: test_ops_cli's first `create` did not finish in 300 s when its
+    module ran first in a pytest process, and passed when earlier modules had
+    imported them.  Importing them here makes a child's cost the same in any
+    test order."""
+    import importlib
+    import pkgutil
+
+    import uptrkv
+    for mod in pkgutil.walk_packages(uptrkv.__path__, "uptrkv."):
+        importlib.import_module(mod.name)
+    importlib.import_module("elftools.elf.elffile")
+
+
 class Forked:
     """FN(*ARGS) run in a forked child of this process: a separate process that a test can
     SIGKILL at a kill point or at a random time, like a script started with Popen, but
@@ -233,9 +254,11 @@ class Forked:
     KILL_AT / KILL_LOG (uptrkv._killpoints.arm), writes to pipes read as ``stdout`` and
     ``stderr`` (its fds 1 and 2 too, so libbpf's output is kept), and exits 0 when FN
     returns, with SystemExit's code, or 1 with the traceback; it never returns into
-    pytest.  It has Popen's poll, wait, send_signal, communicate and returncode."""
+    pytest.  It has Popen's poll, wait, send_signal, communicate and returncode.  Every
+    uptrkv module is imported in this process first, so no child imports one."""
 
     def __init__(self, fn, *args, kill_at: str | None = None, kill_log: str | None = None):
+        import_everything_a_child_may_import()
         pipes = [os.pipe(), os.pipe()]
         pid = os.fork()
         if pid == 0:

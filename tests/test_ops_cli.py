@@ -513,3 +513,54 @@ def test_gc_deletes_nothing_that_is_not_a_store(ops, target, tmp_path):
     assert out["removed"] == [] and [k["name"] for k in out["busy"]] == ["projects"]
     assert "not a store directory" in out["busy"][0]["reason"]
     assert open(os.path.join(odd, "notes.txt")).read() == "keep me"
+
+
+
+# Run in a new interpreter, so that nothing this pytest process imported before
+# (ops.here() runs the CLI in-process) hides a child's imports.
+FORKED_IMPORTS = r"""
+import json, sys
+from conftest import Forked
+
+def child(*argv):
+    from uptrkv.cli import main
+    before = set(sys.modules)
+    code = main(list(argv))
+    new = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("uptrkv", "elftools"))
+    print(json.dumps({"code": code, "new": new}), flush=True)
+
+for argv in json.loads(sys.argv[1]):
+    p = Forked(child, *argv)
+    out, err = p.communicate(timeout=120)
+    print(json.dumps({"argv": argv, "rc": p.returncode, "out": out, "err": err}), flush=True)
+"""
+
+
+@pytest.mark.nokernel
+def test_a_forked_command_imports_nothing_the_parent_has_not(tmp_path):
+    """Forked children start with every uptrkv module imported, in a process that had
+    imported none: on the debug kernel in TCG, a child's cold import of the ops modules
+    took longer than its 300 s limit when test_ops_cli ran first."""
+    root = tempfile.mkdtemp(prefix="uptrkv-test-", dir="/dev/shm")
+    junk = tmp_path / "junk.bpf.o"
+    junk.write_bytes(b"not an ELF object" * 8)
+    commands = [(["ls", "--root", root, "--json"], 0),
+                (["get", "missing", "calls", "--root", root], 1),
+                (["attach", "missing", str(junk), "--root", root], 1),
+                # reads the object with pyelftools (imported lazily), then fails on it
+                (["create", "--pid", "1", "--object", str(junk), "--root", root,
+                  "--bpffs", str(tmp_path / "bpffs")], 1)]
+    try:
+        res = subprocess.run([sys.executable, "-c", FORKED_IMPORTS, json.dumps([a for a, _ in commands])],
+                             env=dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}:{REPO}"), cwd=str(REPO),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        runs = [json.loads(line) for line in res.stdout.splitlines()]
+        assert len(runs) == len(commands), res.stdout
+        for run, (argv, code) in zip(runs, commands):
+            assert run["rc"] == 0, f"{argv}: the child failed\n{run['err']}"
+            got = json.loads(run["out"].splitlines()[-1])
+            assert got["code"] == code, f"{argv}: exit {got['code']}, not {code}\n{run['err']}"
+            assert got["new"] == [], f"{argv}: the child imported {got['new']}"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
