@@ -5,8 +5,10 @@ program (``bpf/stress_uptr_lifetime.bpf.c``) reads and writes the words of
 a uptr page, through a dynptr on the dynptr copy path.  Meanwhile this
 process, on another CPU, deletes the task storage element, unmaps the page,
 maps a fresh one and registers it again, ``UPTRKV_STRESS_CYCLES`` times
-(default 2,000, a few seconds on the host; a cycle costs milliseconds under
-TCG).  Were a page unpinned while a program still used it, it would be
+(default 2,000: well under a second on the host, where a busy machine may
+not run the target at all in that window, so it goes on cycling, for up to
+``RACE_SECONDS``, until the program has run on a page registered in the loop
+and found the element deleted; a cycle costs milliseconds under TCG).  Were a page unpinned while a program still used it, it would be
 freed under that program: a debug kernel (KASAN, lockdep, PROVE_RCU)
 reports that, and this test fails on any kernel report that appears in the
 kernel log meanwhile.  ``make vmstress KERNEL_DEBUG=1`` runs it with
@@ -31,6 +33,7 @@ from uptrkv.loader import BPF_NOEXIST, BpfObject
 from uptrkv.objects import object_path
 
 CYCLES = int(os.environ.get("UPTRKV_STRESS_CYCLES", "2000"))
+RACE_SECONDS = 60       # how long to go on cycling after CYCLES for the program to race them
 PAGE = 4096
 WORDS = 32
 SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    os.getppid()\n"
@@ -106,12 +109,22 @@ def test_delete_and_reregister_under_running_programs(kernel, copy_path, two_cpu
                     assert wait_for(lambda: g.get_int("runs_with_page") > 0), "the program never ran"
                     os.sched_setaffinity(0, {user_cpu})
                     runs_before = g.get_int("runs_with_page")
+
+                    def raced():
+                        return (g.get_int("runs_with_page") > runs_before
+                                and g.get_int("runs_without_page") > 0)
+
+                    # CYCLES cycles, then more until the program has raced
+                    # them: on a fast host 2,000 cycles take a few ms, a window
+                    # in which a busy host may not schedule the target at all.
                     t0 = time.monotonic()
-                    for _ in range(CYCLES):
+                    cycles = 0
+                    while cycles < CYCLES or (not raced() and time.monotonic() - t0 < RACE_SECONDS):
                         assert stress_map.delete(key)
                         pages.pop().close()
                         pages.append(UserPage())
                         stress_map.update(key, struct.pack("Q", pages[-1].address), BPF_NOEXIST)
+                        cycles += 1
                     elapsed = time.monotonic() - t0
                     runs_during = g.get_int("runs_with_page") - runs_before
                     missed = g.get_int("runs_without_page")
@@ -128,7 +141,7 @@ def test_delete_and_reregister_under_running_programs(kernel, copy_path, two_cpu
         target.wait()
         for p in pages:
             p.close()
-    print(f"{CYCLES} cycles in {elapsed:.1f} s: {runs_during} runs on pages registered "
+    print(f"{cycles} cycles in {elapsed:.1f} s: {runs_during} runs on pages registered "
           f"in the loop, {missed} runs found no page")
     reports = [line for line in klog.read() if REPORT.search(line)]
     assert not reports, "kernel reports during the stress:\n" + "\n".join(reports)
