@@ -14,7 +14,7 @@ from ._libbpf import LibbpfError, lib
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD = 1, 2, 3, 4, 5, 6, 7
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
-KIND_VAR, KIND_DATASEC, KIND_TYPE_TAG = 14, 15, 18
+KIND_FUNC, KIND_VAR, KIND_DATASEC, KIND_DECL_TAG, KIND_TYPE_TAG = 12, 14, 15, 17, 18
 _MODIFIERS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
 
 
@@ -102,6 +102,23 @@ class Btf:
             return None
         t = self._type(type_id)
         return {self._name(e.name_off): e.val for e in self._entries(t, _libbpf.btf_enum)}
+
+    def decl_tags(self, func: str) -> list[str]:
+        """The btf_decl_tag strings on function ``func`` itself (not on its
+        arguments), in BTF order; the kernel's selftests annotate programs so."""
+        func_id = self.find(func, KIND_FUNC)
+        if func_id is None:
+            raise KeyError(f"no function {func!r} in this BTF")
+        tags = []
+        for type_id in range(1, lib.btf__type_cnt(self._ptr)):
+            t = self._type(type_id)
+            if self._kind(t) != KIND_DECL_TAG or t.contents.size_or_type != func_id:
+                continue
+            component = ctypes.c_int32.from_address(
+                ctypes.addressof(t.contents) + ctypes.sizeof(_libbpf.btf_type)).value
+            if component == -1:
+                tags.append(self._name(t.contents.name_off))
+        return tags
 
     def datasec(self, type_id: int) -> dict[str, tuple[int, int]]:
         """Variables of a data section: name -> (offset, size)."""
