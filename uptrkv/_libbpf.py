@@ -208,6 +208,7 @@ SIGNATURES = {
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p], _INT),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _INT),
     "btf__load_from_kernel_by_id": (c_void_p, [c_uint32], _PTR),
+    "btf__parse_raw": (c_void_p, [c_char_p], _PTR),
     "btf__free": (None, [c_void_p], _NONE),
     "btf__type_cnt": (c_uint32, [c_void_p], _NONE),
     "btf__type_by_id": (POINTER(btf_type), [c_void_p, c_uint32], _NONE),

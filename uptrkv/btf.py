@@ -1,7 +1,8 @@
 """Read types back from an object's BTF through libbpf's btf__ API.
 
 Used to check the Python side against the C definitions (struct sizes,
-member offsets, enum values) and to find global variables in data sections.
+member offsets, enum values), to find global variables in data sections, and
+to read the kernel's own BTF (:func:`raw_btf`: does it know uptr fields?).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Btf:
 
 
 class _KernelBtf:
-    """Owns BTF loaded from the kernel; frees it with the last Btf that uses it."""
+    """Owns BTF loaded from the kernel (or a raw BTF file); frees it with the last Btf that uses it."""
 
     def __init__(self, ptr: int):
         self.ptr = ptr
@@ -150,4 +151,10 @@ def kernel_btf(btf_id: int) -> Btf:
     How a map pinned by another loader (bpftool, a C agent) tells its layout.
     """
     ptr = lib.btf__load_from_kernel_by_id(btf_id)
+    return Btf(ptr, _KernelBtf(ptr))
+
+
+def raw_btf(path: str) -> Btf:
+    """The BTF in a raw BTF file, such as the kernel's own /sys/kernel/btf/vmlinux."""
+    ptr = lib.btf__parse_raw(str(path).encode())
     return Btf(ptr, _KernelBtf(ptr))
