@@ -51,6 +51,7 @@ class KtapReporter:
         self.counts = {"pass": 0, "fail": 0, "skip": 0, "xfail": 0, "xpass": 0}
         self.outcome: dict[str, tuple[str, str]] = {}
         self.collect_errors: list[str] = []
+        self.skipped_modules: list[str] = []  # pytest.skip(allow_module_level=True)
         self.stopped = ""                     # why pytest stopped the run, if it said
 
     def emit(self, *lines: str) -> None:
@@ -92,11 +93,18 @@ class KtapReporter:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collect_errors.append(f"{report.nodeid or 'collection'}: {report.longreprtext}")
+        elif report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.skipped_modules.append(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.planned = len(session.items)
-        self.emit("KTAP version 1", f"1..{self.planned}")
+        if not self.planned and self.skipped_modules and not self.collect_errors:
+            # A module that skipped itself whole: kselftest's "1..0 # SKIP".
+            self.emit("KTAP version 1", f"1..0 # SKIP {'; '.join(self.skipped_modules)}")
+        else:
+            self.emit("KTAP version 1", f"1..{self.planned}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state, detail = self.outcome.get(report.nodeid, ("pass", ""))
@@ -141,12 +149,16 @@ class KtapReporter:
         selection (NO_TESTS_COLLECTED): SKIP says this kernel cannot run the
         test, but the selection depends on the arguments and the tree only
         (on a kernel it cannot use, the suite still collects every test and
-        each reports its own skip).
+        each reports its own skip).  A module that skips itself whole
+        (``pytest.skip(allow_module_level=True)``) leaves nothing to collect
+        too, but says why: that is a SKIP ("1..0 # SKIP reason").
         """
         c = self.counts
         if self.collect_errors:
             return KSFT_FAIL, "the tests could not be collected"
         if rc == ExitCode.NO_TESTS_COLLECTED:
+            if self.planned == 0 and self.skipped_modules:
+                return KSFT_SKIP, ""          # the modules skipped themselves, not the selection
             return KSFT_FAIL, "no tests were selected (pytest exit 5)"
         if self.stopped or rc not in (ExitCode.OK, ExitCode.TESTS_FAILED):
             why = self.stopped or _UNREPORTED.get(rc, "pytest ended the run")

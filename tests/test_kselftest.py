@@ -95,6 +95,20 @@ def test_collection_error_bails_out(tmp_path):
     assert "# E   ModuleNotFoundError: No module named 'no_such_module_here'" in res.stdout
 
 
+def test_module_that_skips_itself_is_a_skip(tmp_path):
+    # pytest.skip(allow_module_level=True) leaves nothing to collect (pytest
+    # exit 5), but the module said why: kselftest's whole-test skip, not a
+    # failure of the selection.
+    module = tmp_path / "test_modskip.py"
+    module.write_text("import pytest\npytest.skip('no such kernel feature', allow_module_level=True)\n"
+                      "def test_x():\n    pass\n")
+    res = ksft(module, "--rootdir", tmp_path)
+    assert res.returncode == KSFT_SKIP, res.stdout
+    assert res.stdout.splitlines() == [
+        "KTAP version 1", "1..0 # SKIP test_modskip.py: no such kernel feature",
+        "# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0"], res.stdout
+
+
 INTERRUPTING = "def test_a():\n    pass\n\ndef test_b():\n    raise KeyboardInterrupt\n"
 BROKEN_HOOK = "def pytest_collection_finish(session):\n    raise RuntimeError('hook broke')\n"
 
