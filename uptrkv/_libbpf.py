@@ -189,6 +189,8 @@ SIGNATURES = {
     "bpf_program__fd": (c_int, [c_void_p], _NONE),
     "bpf_program__set_autoload": (c_int, [c_void_p, c_bool], _INT),
     "bpf_program__set_log_level": (c_int, [c_void_p, c_uint32], _INT),
+    "bpf_program__flags": (c_uint32, [c_void_p], _NONE),
+    "bpf_program__set_flags": (c_int, [c_void_p, c_uint32], _INT),
     "bpf_program__set_log_buf": (c_int, [c_void_p, c_void_p, c_size_t], _INT),
     "bpf_program__attach": (c_void_p, [c_void_p], _PTR),
     "bpf_link__destroy": (c_int, [c_void_p], _NONE),
