@@ -52,6 +52,8 @@ class KtapReporter:
         self.outcome: dict[str, tuple[str, str]] = {}
         self.collect_errors: list[str] = []
         self.skipped_modules: list[str] = []  # pytest.skip(allow_module_level=True)
+        self.deselected = 0
+        self.skipped_all = False              # nothing to run because modules skipped themselves
         self.stopped = ""                     # why pytest stopped the run, if it said
 
     def emit(self, *lines: str) -> None:
@@ -95,12 +97,22 @@ class KtapReporter:
             self.collect_errors.append(f"{report.nodeid or 'collection'}: {report.longreprtext}")
         elif report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.skipped_modules.append(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}")
+            reason = " ".join(reason.removeprefix("Skipped: ").split())   # one line: the plan's
+            self.skipped_modules.append(f"{report.nodeid}: {reason}")
+
+    def pytest_deselected(self, items) -> None:
+        self.deselected += len(items)
+
+    def _all_skipped_modules(self, session: pytest.Session) -> bool:
+        """Nothing collected, because modules skipped themselves (not a selection or an error)."""
+        self.skipped_all = (not session.items and bool(self.skipped_modules)
+                            and not self.deselected and not self.collect_errors)
+        return self.skipped_all
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.planned = len(session.items)
-        if not self.planned and self.skipped_modules and not self.collect_errors:
+        if self._all_skipped_modules(session):
             # A module that skipped itself whole: kselftest's "1..0 # SKIP".
             self.emit("KTAP version 1", f"1..0 # SKIP {'; '.join(self.skipped_modules)}")
         else:
@@ -157,7 +169,7 @@ class KtapReporter:
         if self.collect_errors:
             return KSFT_FAIL, "the tests could not be collected"
         if rc == ExitCode.NO_TESTS_COLLECTED:
-            if self.planned == 0 and self.skipped_modules:
+            if self.skipped_all:
                 return KSFT_SKIP, ""          # the modules skipped themselves, not the selection
             return KSFT_FAIL, "no tests were selected (pytest exit 5)"
         if self.stopped or rc not in (ExitCode.OK, ExitCode.TESTS_FAILED):

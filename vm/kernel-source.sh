@@ -84,10 +84,14 @@ switch_series() {
     # only commit messages or selftests, say) get their old mtime back, so
     # that make rebuilds only what really changed (bpf.h is included by
     # thousands of files).
-    local kept f
-    kept=$(mktemp)
-    if [ -d "$applied" ]; then
-        sed -n 's|^+++ b/||p' "$applied"/*.patch "${patches[@]}" | sort -u | while read -r f; do
+    # (Recorded in the switch marker itself: removed with it, or with the
+    # tree when a switch cut short is unpacked afresh.)
+    local kept=$tree/.uptrkv-switching f recorded=()
+    for p in "$applied"/*.patch "${patches[@]}"; do
+        if [ -f "$p" ]; then recorded+=("$p"); fi
+    done
+    if [ -d "$applied" ] && [ ${#recorded[@]} -gt 0 ]; then
+        sed -n 's|^+++ b/||p' "${recorded[@]}" | sort -u | while read -r f; do
             if [ -f "$tree/$f" ]; then
                 printf '%s %s %s\n' "$(sha256sum < "$tree/$f" | cut -c1-64)" \
                     "$(stat -c %.9Y "$tree/$f")" "$f"
@@ -112,7 +116,6 @@ switch_series() {
             touch -m -d "@$mtime" "$tree/$f"
         fi
     done < "$kept"
-    rm -f "$kept"
     mkdir -p "$applied.tmp"
     cp "${patches[@]}" "$applied.tmp/"
     mv "$applied.tmp" "$applied"
