@@ -107,6 +107,12 @@ def test_module_that_skips_itself_is_a_skip(tmp_path):
     assert res.stdout.splitlines() == [
         "KTAP version 1", "1..0 # SKIP test_modskip.py: no such kernel feature",
         "# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0"], res.stdout
+    # Beside a module whose tests a -k deselected, it is the selection again.
+    other = tmp_path / "test_other.py"
+    other.write_text("def test_fail():\n    assert 0\n")
+    res = ksft(module, other, "--rootdir", tmp_path, "-k", "no_such_test")
+    assert res.returncode == KSFT_FAIL, res.stdout
+    assert res.stdout.splitlines()[-1] == "Bail out! no tests were selected (pytest exit 5)"
 
 
 INTERRUPTING = "def test_a():\n    pass\n\ndef test_b():\n    raise KeyboardInterrupt\n"
