@@ -89,8 +89,9 @@ test: host-test vmtest
 # Its copy loops must stay loops: BPF cannot call the memcpy clang would make of them.
 $(BUILD)/bpf/bench_size.bpf.o $(BUILD)/bpf/bench_size.dynptr.bpf.o: BPF_CFLAGS += -fno-builtin
 
-# KTAP v1 on stdout; ksft/run.sh exits 0 (pass), 1 (fail) or 4 (all skipped),
-# which make reports as its own error 2 for anything but 0.
+# KTAP v1 on stdout; ksft/run.sh exits 0 (pass), 1 (fail, or no test outcome:
+# a Bail out! line says why) or 4 (all skipped), which make reports as its own
+# error 2 for anything but 0.
 kselftest: bpf bpffs
 	ksft/run.sh
 

@@ -1,7 +1,8 @@
 """Read types back from an object's BTF through libbpf's btf__ API.
 
 Used to check the Python side against the C definitions (struct sizes,
-member offsets, enum values) and to find global variables in data sections.
+member offsets, enum values), to find global variables in data sections, and
+to read the kernel's own BTF (:func:`raw_btf`: does it know uptr fields?).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ._libbpf import LibbpfError, lib
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD = 1, 2, 3, 4, 5, 6, 7
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
-KIND_VAR, KIND_DATASEC, KIND_TYPE_TAG = 14, 15, 18
+KIND_FUNC, KIND_VAR, KIND_DATASEC, KIND_DECL_TAG, KIND_TYPE_TAG = 12, 14, 15, 17, 18
 _MODIFIERS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
 
 
@@ -103,6 +104,23 @@ class Btf:
         t = self._type(type_id)
         return {self._name(e.name_off): e.val for e in self._entries(t, _libbpf.btf_enum)}
 
+    def decl_tags(self, func: str) -> list[str]:
+        """The btf_decl_tag strings on function ``func`` itself (not on its
+        arguments), in BTF order; the kernel's selftests annotate programs so."""
+        func_id = self.find(func, KIND_FUNC)
+        if func_id is None:
+            raise KeyError(f"no function {func!r} in this BTF")
+        tags = []
+        for type_id in range(1, lib.btf__type_cnt(self._ptr)):
+            t = self._type(type_id)
+            if self._kind(t) != KIND_DECL_TAG or t.contents.size_or_type != func_id:
+                continue
+            component = ctypes.c_int32.from_address(
+                ctypes.addressof(t.contents) + ctypes.sizeof(_libbpf.btf_type)).value
+            if component == -1:
+                tags.append(self._name(t.contents.name_off))
+        return tags
+
     def datasec(self, type_id: int) -> dict[str, tuple[int, int]]:
         """Variables of a data section: name -> (offset, size)."""
         t = self._type(type_id)
@@ -116,7 +134,7 @@ class Btf:
 
 
 class _KernelBtf:
-    """Owns BTF loaded from the kernel; frees it with the last Btf that uses it."""
+    """Owns BTF loaded from the kernel (or a raw BTF file); frees it with the last Btf that uses it."""
 
     def __init__(self, ptr: int):
         self.ptr = ptr
@@ -133,4 +151,10 @@ def kernel_btf(btf_id: int) -> Btf:
     How a map pinned by another loader (bpftool, a C agent) tells its layout.
     """
     ptr = lib.btf__load_from_kernel_by_id(btf_id)
+    return Btf(ptr, _KernelBtf(ptr))
+
+
+def raw_btf(path: str) -> Btf:
+    """The BTF in a raw BTF file, such as the kernel's own /sys/kernel/btf/vmlinux."""
+    ptr = lib.btf__parse_raw(str(path).encode())
     return Btf(ptr, _KernelBtf(ptr))

@@ -135,6 +135,17 @@ class BpfProgram:
         self._obj._check(loaded=False)
         lib.bpf_program__set_autoload(self._ptr, autoload)
 
+    @property
+    def flags(self) -> int:
+        """The BPF_F_* load flags (prog_flags) this program will be loaded with."""
+        self._obj._check()
+        return lib.bpf_program__flags(self._ptr)
+
+    def set_flags(self, flags: int) -> None:
+        """Before load: the BPF_F_* load flags, e.g. the verifier's BPF_F_TEST_* checks."""
+        self._obj._check(loaded=False)
+        lib.bpf_program__set_flags(self._ptr, flags)
+
     def record_verifier_stats(self) -> None:
         """Before load: have the verifier report what checking this program cost.
 

@@ -4,6 +4,11 @@
 calling thread, writes a value and runs the probe program, which must read
 it back through the uptr page.  Anything missing becomes an
 :class:`UnsupportedKernelError` that says what to do.
+
+When the probe does not load, whether the kernel has uptr at all is read from
+its BTF (:func:`kernel_has_uptr`), not guessed from the verifier's words: a
+kernel without uptr takes the ``__uptr`` pointer for a plain one and rejects
+its use with the same "invalid mem access 'scalar'" as many unrelated bugs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import platform
 
 from ._libbpf import LibbpfError
+from .btf import raw_btf
 from .errors import UnsupportedKernelError
 from .loader import BpfObject, LoadError
 from .objects import COPY_PATH_ENV, COPY_PATHS, object_path
@@ -23,6 +29,9 @@ CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 PROBE = "probe_uptr"
 PROBE_VALUE = 0x7570_7472_6B76_0001
+# The kinds of special field a map value may hold (spin lock, timer, kptr, ...);
+# Linux 6.13 added BPF_UPTR with uptr, and every kernel that has uptr says so here.
+FIELD_TYPE_ENUM, UPTR_FIELD_TYPE = "btf_field_type", "BPF_UPTR"
 
 
 def _effective_caps() -> int:
@@ -43,6 +52,13 @@ def _check_privileges() -> None:
             "run as root with its capabilities")
 
 
+def kernel_has_uptr(vmlinux_btf: str | None = None) -> bool:
+    """True when the kernel knows uptr fields: the BTF it describes itself with
+    (VMLINUX_BTF) has BPF_UPTR in enum btf_field_type.  False before Linux 6.13."""
+    kinds = raw_btf(vmlinux_btf or VMLINUX_BTF).enum(FIELD_TYPE_ENUM) or {}
+    return UPTR_FIELD_TYPE in kinds
+
+
 @functools.cache
 def check_kernel() -> str:
     """Raise UnsupportedKernelError unless a store works here; return a summary."""
@@ -56,9 +72,11 @@ def check_kernel() -> str:
             try:
                 obj.load()
             except LoadError as exc:
-                if "scalar" in exc.verifier_log or "uptr" in exc.verifier_log:
+                if not kernel_has_uptr():
                     raise UnsupportedKernelError(
-                        f"kernel {release} has no uptr support in task storage (needs Linux >= 6.13)"
+                        f"kernel {release} has no uptr support in task storage ({VMLINUX_BTF} "
+                        f"has no {UPTR_FIELD_TYPE} field type): a store needs Linux >= 6.13, or this "
+                        "repository's patched-kernel VM (make vmdemo, make vmtest-all)"
                     ) from exc
                 if exc.errno == errno.EPERM:
                     raise UnsupportedKernelError(

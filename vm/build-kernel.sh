@@ -113,6 +113,29 @@ while kill -0 "$pid" 2>/dev/null; do
     log "building: $(grep -cE '^\s+CC\s' "$buildlog" || true) files compiled, now: ${step:-...}"
 done
 wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buildlog"; }
+
+# The series' kernel-style verifier selftests (progs/verifier_uptr_dynptr.c),
+# compiled as the tree's selftests build would (its headers, this kernel's
+# BTF as vmlinux.h), so that the guest suite can load each program and check
+# its __success / __failure __msg annotations (tests/test_vm_kernel_selftests.py)
+# without the whole test_progs build, which needs pahole >= 1.26 for kfunc
+# declarations in vmlinux.h (Debian 12 has 1.24).
+sel=$tree/tools/testing/selftests/bpf
+if [ -f "$sel/progs/verifier_uptr_dynptr.c" ]; then
+    log "compiling the series' verifier selftests against this kernel's BTF"
+    rm -rf "$out/selftests" && mkdir -p "$out/selftests/include"
+    { bpftool btf dump file "$obj/vmlinux" format c > "$out/selftests/include/vmlinux.h" &&
+      python3 "$tree/scripts/bpf_doc.py" --header --file "$tree/include/uapi/linux/bpf.h" \
+          > "$out/selftests/include/bpf_helper_defs.h" &&
+      "${CLANG:-clang-19}" -g -O2 -Wall -Werror --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 \
+          -std=gnu11 -fno-strict-aliasing -fms-extensions -Wno-microsoft-anon-tag \
+          -Wno-compare-distinct-pointer-types \
+          -I"$out/selftests/include" -I"$tree/tools/lib" -I"$sel" \
+          -I"$tree/tools/include/uapi" -I"$tree/tools/include" \
+          -c "$sel/progs/verifier_uptr_dynptr.c" -o "$out/selftests/verifier_uptr_dynptr.bpf.o"
+    } >> "$buildlog" 2>&1 || { tail -n 30 "$buildlog" >&2; die "compiling the verifier selftests failed, see $buildlog"; }
+    rm -rf "$out/selftests/include"
+fi
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"
 cp "$obj/.config" "$out/config"
 mv "$out/bzImage.tmp" "$out/bzImage"

@@ -80,6 +80,24 @@ switch_series() {
         return
     fi
     touch "$tree/.uptrkv-switching"     # a switch cut short leaves this: unpack afresh
+    # Files the switch leaves as they were (a series whose new version changes
+    # only commit messages or selftests, say) get their old mtime back, so
+    # that make rebuilds only what really changed (bpf.h is included by
+    # thousands of files).
+    # (Recorded in the switch marker itself: removed with it, or with the
+    # tree when a switch cut short is unpacked afresh.)
+    local kept=$tree/.uptrkv-switching f recorded=()
+    for p in "$applied"/*.patch "${patches[@]}"; do
+        if [ -f "$p" ]; then recorded+=("$p"); fi
+    done
+    if [ -d "$applied" ] && [ ${#recorded[@]} -gt 0 ]; then
+        sed -n 's|^+++ b/||p' "${recorded[@]}" | sort -u | while read -r f; do
+            if [ -f "$tree/$f" ]; then
+                printf '%s %s %s\n' "$(sha256sum < "$tree/$f" | cut -c1-64)" \
+                    "$(stat -c %.9Y "$tree/$f")" "$f"
+            fi
+        done > "$kept"
+    fi
     if [ -d "$applied" ]; then
         local old=("$applied"/*.patch)
         for ((i = ${#old[@]} - 1; i >= 0; i--)); do
@@ -92,6 +110,12 @@ switch_series() {
         rm -rf "$applied"
     fi
     apply_series "$tree"
+    local sum mtime
+    while read -r sum mtime f; do
+        if [ -f "$tree/$f" ] && [ "$(sha256sum < "$tree/$f" | cut -c1-64)" = "$sum" ]; then
+            touch -m -d "@$mtime" "$tree/$f"
+        fi
+    done < "$kept"
     mkdir -p "$applied.tmp"
     cp "${patches[@]}" "$applied.tmp/"
     mv "$applied.tmp" "$applied"

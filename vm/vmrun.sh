@@ -21,7 +21,8 @@
 #     print depends on its config (README: "What the console scan can see").
 # The whole console is kept in build/vm-console.log (VM_CONSOLE_LOG).
 #
-# Environment: VM_CPUS (2), VM_MEMORY (2G; 4G for the debug kernel), VM_TIMEOUT (2700 s),
+# Environment: VM_CPUS (2), VM_MEMORY (2G; 4G for the debug kernel), VM_TIMEOUT (2700 s;
+# 10800 s for the debug kernel),
 # VM_TCG=single|multi (single: see below), KERNEL_DEBUG=1 (debug kernel),
 # VM_KERNEL=bzImage (boot that image, not the cached build), VM_APPEND (kernel
 # command line to add to no_timer_check).
@@ -98,11 +99,19 @@ else
     results=$(mktemp -d /tmp/uptrkv-vm.XXXXXX)
     trap 'rm -rf "$results"' EXIT
 fi
+# What the kernel build compiled beside the image for the guest suite (the
+# series' verifier selftests, tests/test_vm_kernel_selftests.py).
+rm -rf "$results/kernel-selftests"
+if [ -d "$(dirname "$bzimage")/selftests" ]; then
+    cp -r "$(dirname "$bzimage")/selftests" "$results/kernel-selftests"
+fi
 
 # The console goes through a pipe: QEMU reopens its output by path, which
 # would truncate a file our caller redirected to. Boot noise (kernel lines
 # that are not reports) is kept in the log but not shown; reports are shown.
-timeout=${VM_TIMEOUT:-2700}
+# On the debug kernel (KASAN, lockdep) the guest suite's parts took 55 min
+# in all under TCG (README), more than 45 min: its default is 3 h.
+if [ "${KERNEL_DEBUG:-0}" = 1 ]; then timeout=${VM_TIMEOUT:-10800}; else timeout=${VM_TIMEOUT:-2700}; fi
 # The guest runs the command with sh (dash): each argument in single quotes,
 # which dash reads as bash wrote them (printf %q may write $'...').
 sh_quote() { local a; for a; do printf "'%s' " "${a//\'/\'\\\'\'}"; done; }
