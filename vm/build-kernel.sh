@@ -44,7 +44,7 @@ fi
 # image is found without waiting for another build.
 source_id=$("$here/kernel-source.sh" --id)
 vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
-key=$( { echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
+key=$( { echo "$source_id"; cat "$here"/patches/*.patch "$here"/selftests-include/* | sha256sum;
          for f in "${fragments[@]}"; do sha256sum < "$f"; done
          echo "$vngver"; gcc --version | head -n1; pahole --version; } |
        sha256sum | cut -c1-16)
@@ -114,25 +114,30 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buildlog"; }
 
-# The series' kernel-style verifier selftests (progs/verifier_uptr_dynptr.c),
-# compiled as the tree's selftests build would (its headers, this kernel's
-# BTF as vmlinux.h), so that the guest suite can load each program and check
-# its __success / __failure __msg annotations (tests/test_vm_kernel_selftests.py)
-# without the whole test_progs build, which needs pahole >= 1.26 for kfunc
-# declarations in vmlinux.h (Debian 12 has 1.24).
+# The kernel-style verifier selftests of uptr memory, compiled as the tree's
+# selftests build would (its headers, this kernel's BTF as vmlinux.h), so
+# that the guest suite can load each program and check its __success /
+# __failure __msg annotations (tests/test_vm_kernel_selftests.py) without
+# the whole test_progs build, which needs pahole >= 1.26 for kfunc
+# declarations in vmlinux.h (Debian 12 has 1.24): the series' own
+# progs/verifier_uptr_dynptr.c, and the tree's progs/uptr_failure.c, whose
+# messages 0001 changes. That one includes bpf_experimental.h for two kfuncs;
+# vm/selftests-include/ stands in for it (see the header).
 sel=$tree/tools/testing/selftests/bpf
 if [ -f "$sel/progs/verifier_uptr_dynptr.c" ]; then
-    log "compiling the series' verifier selftests against this kernel's BTF"
+    log "compiling the uptr verifier selftests against this kernel's BTF"
     rm -rf "$out/selftests" && mkdir -p "$out/selftests/include"
+    cflags=(-g -O2 -Wall -Werror --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86
+            -std=gnu11 -fno-strict-aliasing -fms-extensions -Wno-microsoft-anon-tag
+            -Wno-compare-distinct-pointer-types -I"$out/selftests/include")
+    tree_inc=(-I"$tree/tools/lib" -I"$sel" -I"$tree/tools/include/uapi" -I"$tree/tools/include")
     { bpftool btf dump file "$obj/vmlinux" format c > "$out/selftests/include/vmlinux.h" &&
       python3 "$tree/scripts/bpf_doc.py" --header --file "$tree/include/uapi/linux/bpf.h" \
           > "$out/selftests/include/bpf_helper_defs.h" &&
-      "${CLANG:-clang-19}" -g -O2 -Wall -Werror --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 \
-          -std=gnu11 -fno-strict-aliasing -fms-extensions -Wno-microsoft-anon-tag \
-          -Wno-compare-distinct-pointer-types \
-          -I"$out/selftests/include" -I"$tree/tools/lib" -I"$sel" \
-          -I"$tree/tools/include/uapi" -I"$tree/tools/include" \
-          -c "$sel/progs/verifier_uptr_dynptr.c" -o "$out/selftests/verifier_uptr_dynptr.bpf.o"
+      "${CLANG:-clang-19}" "${cflags[@]}" "${tree_inc[@]}" \
+          -c "$sel/progs/verifier_uptr_dynptr.c" -o "$out/selftests/verifier_uptr_dynptr.bpf.o" &&
+      "${CLANG:-clang-19}" "${cflags[@]}" -I"$here/selftests-include" "${tree_inc[@]}" \
+          -c "$sel/progs/uptr_failure.c" -o "$out/selftests/uptr_failure.bpf.o"
     } >> "$buildlog" 2>&1 || { tail -n 30 "$buildlog" >&2; die "compiling the verifier selftests failed, see $buildlog"; }
     rm -rf "$out/selftests/include"
 fi
