@@ -2,18 +2,21 @@
 
 ``vm/patches/0002`` adds ``progs/verifier_uptr_dynptr.c`` to the kernel's
 selftests, each program annotated ``__success`` or ``__failure`` with
-``__msg(...)``.  The tree's own ``progs/uptr_failure.c`` is judged too:
-0001 changes how the verifier log names uptr memory (``uptr_mem``) and
-updates that file's expected message, which only a run shows to be right.
-``vm/build-kernel.sh`` compiles both against the built kernel's BTF, and
-``vm/vmrun.sh`` hands the objects to the guest.  Here each
+``__msg(...)``.  The tree's own uptr programs are judged too:
+``progs/uptr_failure.c``, because 0001 changes how the verifier log names
+uptr memory (``uptr_mem``) and updates that file's expected message, which
+only a run shows to be right; ``progs/task_ls_uptr.c`` and
+``progs/test_task_local_data.c``, which carry no annotations (their
+prog_tests load them) and so must load.  ``vm/build-kernel.sh`` compiles
+them against the built kernel's BTF, and ``vm/vmrun.sh`` hands the objects
+to the guest.  Here each
 program is loaded alone through this project's loader and its annotations
 are checked the way the kernel's ``test_loader.c`` checks them: the tags
 read from the object's BTF (``btf_decl_tag("comment:<n>:...")``, in source
 order; a program with none is a ``__success``), loaded with the verifier's
 test flags, and every ``__msg`` must appear in the log after the previous
 one.  A refusal must also be the verifier's (EACCES), where test_loader
-takes any error.  (The whole ``test_progs`` build
+takes any error: stricter than upstream.  (The whole ``test_progs`` build
 needs pahole >= 1.26 and is not run; see the README.)
 
 Collected only in the VM (``test_vm_*``), where the patched kernel runs.
@@ -38,7 +41,7 @@ pytestmark = pytest.mark.skipif(not EXPECT_DYNPTR,
 
 SELFTESTS = Path(os.environ.get("UPTRKV_RESULTS", "/nonexistent")) / "kernel-selftests"
 # Each object and the programs it must hold: every case the issue names
-# plus the accepted ones (see 0002), and all of uptr_failure.c's.
+# plus the accepted ones (see 0002), and all of the tree's uptr programs.
 EXPECTED = {
     "verifier_uptr_dynptr": {
         "uptr_dynptr_read_write", "uptr_dynptr_spill_fill", "uptr_dynptr_var_off",
@@ -48,6 +51,8 @@ EXPECTED = {
     "uptr_failure": {
         "uptr_write", "uptr_write_nested", "uptr_no_null_check", "uptr_kptr_xchg",
         "uptr_obj_new"},
+    "task_ls_uptr": {"on_enter"},
+    "test_task_local_data": {"task_main"},
 }
 TAG = re.compile(r"comment:(\d+):(.*)", re.S)
 # test_loader.c loads every case with testing_prog_flags(): the verifier's
