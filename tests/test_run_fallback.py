@@ -27,7 +27,7 @@ TOP = Path(__file__).resolve().parent.parent
 NO_UPTR = ("uptrkv: unsupported: kernel 6.1.0 has no uptr support in task storage "
            "(/sys/kernel/btf/vmlinux has no BPF_UPTR field type): a store needs Linux >= 6.13")
 REASON = NO_UPTR.removeprefix("uptrkv: unsupported: ")
-BUILD = "-s bpf bpffs"              # host_supported builds the probe before it runs it
+BUILD = "-s bpf"                    # host_supported builds the probe (and mounts nothing) first
 
 PYTHON = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_LOG/python"
