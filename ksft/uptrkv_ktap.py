@@ -128,7 +128,7 @@ class KtapReporter:
                 state, detail = "fail", f"{report.longreprtext}{phase}"
         elif report.passed and report.when == "call" and hasattr(report, "wasxfail"):
             state, detail = "xpass", report.wasxfail    # a non-strict xfail that passed
-        elif report.skipped and state == "pass":
+        elif report.skipped and state in ("pass", "xpass"):   # pytest's verdict for an xfail's teardown error
             if hasattr(report, "wasxfail"):
                 state, detail = "xfail", report.wasxfail
             else:
