@@ -126,7 +126,9 @@ class KtapReporter:
                 state, detail = "fail", f"XPASS(strict){phase}: {report.wasxfail}"
             else:
                 state, detail = "fail", f"{report.longreprtext}{phase}"
-        elif report.skipped and state == "pass":
+        elif report.passed and report.when == "call" and hasattr(report, "wasxfail"):
+            state, detail = "xpass", report.wasxfail    # a non-strict xfail that passed
+        elif report.skipped and state in ("pass", "xpass"):   # pytest's verdict for an xfail's teardown error
             if hasattr(report, "wasxfail"):
                 state, detail = "xfail", report.wasxfail
             else:
@@ -147,6 +149,8 @@ class KtapReporter:
             self.emit(f"ok {self.number} {name} # SKIP {detail.splitlines()[0] if detail else ''}".rstrip())
         elif state == "xfail":
             self.emit(f"ok {self.number} {name} # XFAIL {detail}".rstrip())
+        elif state == "xpass":                # as kselftest.h's ksft_test_result_xpass()
+            self.emit(f"ok {self.number} {name} # XPASS {detail}".rstrip())
         else:
             self.emit(*_diagnostic(detail), f"not ok {self.number} {name}")
 
@@ -183,7 +187,7 @@ class KtapReporter:
             return KSFT_FAIL, ""
         if rc != ExitCode.OK:
             return KSFT_FAIL, "pytest reported a failure, but no test failed"
-        return (KSFT_PASS if c["pass"] + c["xfail"] else KSFT_SKIP), ""
+        return (KSFT_PASS if c["pass"] + c["xfail"] + c["xpass"] else KSFT_SKIP), ""
 
     def finish(self, rc: int) -> int:
         """Print the end of the KTAP document for a run pytest ended with rc; the exit code."""

@@ -86,6 +86,21 @@ def test_ktap_output_and_exit_codes(sample):
         f"not ok 1 {name}test_fail", "# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0"]
 
 
+def test_xfail_and_xpass(tmp_path):
+    """pytest's expected failures: one that fails is an XFAIL, one that passes an
+    XPASS (non-strict: still a pass), each counted where kselftest counts it."""
+    module = tmp_path / "test_xf.py"
+    module.write_text("import pytest\n"
+                      "@pytest.mark.xfail(reason='known bug')\ndef test_xfail():\n    assert 0\n"
+                      "@pytest.mark.xfail(reason='fixed upstream')\ndef test_xpass():\n    pass\n")
+    res = ksft(module, "--rootdir", tmp_path)
+    assert res.returncode == KSFT_PASS, res.stdout
+    assert res.stdout.splitlines() == [
+        "KTAP version 1", "1..2", "ok 1 test_xf.py::test_xfail # XFAIL known bug",
+        "ok 2 test_xf.py::test_xpass # XPASS fixed upstream",
+        "# Totals: pass:0 fail:0 xfail:1 xpass:1 skip:0 error:0"], res.stdout
+
+
 def test_collection_error_bails_out(tmp_path):
     broken = tmp_path / "test_broken.py"
     broken.write_text("import no_such_module_here\n")

@@ -27,7 +27,7 @@ TOP = Path(__file__).resolve().parent.parent
 NO_UPTR = ("uptrkv: unsupported: kernel 6.1.0 has no uptr support in task storage "
            "(/sys/kernel/btf/vmlinux has no BPF_UPTR field type): a store needs Linux >= 6.13")
 REASON = NO_UPTR.removeprefix("uptrkv: unsupported: ")
-BUILD = "-s bpf bpffs"              # host_supported builds the probe before it runs it
+BUILD = "-s bpf"                    # host_supported builds the probe (and mounts nothing) first
 
 PYTHON = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_LOG/python"
@@ -39,7 +39,7 @@ exec "$REAL_PYTHON" "$@"
 """
 MAKE = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_LOG/make"
-[ "$1" = -s ] && exit 0
+[ "$1" = -s ] && exit "$FAKE_BUILD_RC"
 exit "$FAKE_MAKE_RC"
 """
 DPKG_QUERY = """#!/bin/sh
@@ -61,7 +61,7 @@ def _script(path: Path, text: str) -> None:
 
 @pytest.fixture
 def run(tmp_path):
-    """run(*args, check_rc=3, check_msg=NO_UPTR, make_rc=0) -> (CompletedProcess, calls)
+    """run(*args, check_rc=3, check_msg=NO_UPTR, make_rc=0, build_rc=0) -> (CompletedProcess, calls)
 
     calls maps each stand-in (python, make, dpkg-query, apt-get) to the list of
     its invocations' arguments."""
@@ -76,11 +76,12 @@ def run(tmp_path):
     for name, text in (("make", MAKE), ("dpkg-query", DPKG_QUERY), ("apt-get", APT_GET)):
         _script(fakebin / name, text)
 
-    def go(*args, check_rc=3, check_msg=NO_UPTR, make_rc=0):
+    def go(*args, check_rc=3, check_msg=NO_UPTR, make_rc=0, build_rc=0):
         env = {"PATH": f"{fakebin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                "HOME": str(tmp_path), "LC_ALL": "C", "FAKE_LOG": str(log),
                "REAL_PYTHON": sys.executable, "FAKE_CHECK_RC": str(check_rc),
-               "FAKE_CHECK_MSG": check_msg, "FAKE_MAKE_RC": str(make_rc)}
+               "FAKE_CHECK_MSG": check_msg, "FAKE_MAKE_RC": str(make_rc),
+               "FAKE_BUILD_RC": str(build_rc)}
         res = subprocess.run([str(checkout / "run"), *args], env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
         calls = {}
@@ -119,6 +120,15 @@ def test_a_failing_vm_run_fails_run_with_its_exit_code(run, command, target):
     res, calls = run(command, make_rc=7)
     assert res.returncode == 7, res.stderr
     assert calls["make"] == [BUILD, target]
+
+
+@pytest.mark.parametrize("command", ["test", "demo"])
+def test_a_failing_bpf_build_fails_run_before_the_probe(run, command):
+    """The probe needs the freshly built objects: a stale build/bpf must not answer."""
+    res, calls = run(command, build_rc=2)
+    assert res.returncode == 1, res.stderr
+    assert "[run] building the BPF objects failed (exit 2)\n" in res.stderr
+    assert calls["python"] == [] and calls["make"] == [BUILD]
 
 
 @pytest.mark.parametrize("command", ["test", "demo"])

@@ -1,16 +1,22 @@
-"""The series' kernel-style verifier selftests, judged as test_progs would.
+"""The kernel-style verifier selftests of uptr memory, judged as test_progs would.
 
 ``vm/patches/0002`` adds ``progs/verifier_uptr_dynptr.c`` to the kernel's
 selftests, each program annotated ``__success`` or ``__failure`` with
-``__msg(...)``.  ``vm/build-kernel.sh`` compiles that file against the built
-kernel's BTF, and ``vm/vmrun.sh`` hands the object to the guest.  Here each
+``__msg(...)``.  The tree's own uptr programs are judged too:
+``progs/uptr_failure.c``, because 0001 changes how the verifier log names
+uptr memory (``uptr_mem``) and updates that file's expected message, which
+only a run shows to be right; ``progs/task_ls_uptr.c`` and
+``progs/test_task_local_data.c``, which carry no annotations (their
+prog_tests load them) and so must load.  ``vm/build-kernel.sh`` compiles
+them against the built kernel's BTF, and ``vm/vmrun.sh`` hands the objects
+to the guest.  Here each
 program is loaded alone through this project's loader and its annotations
 are checked the way the kernel's ``test_loader.c`` checks them: the tags
 read from the object's BTF (``btf_decl_tag("comment:<n>:...")``, in source
 order; a program with none is a ``__success``), loaded with the verifier's
 test flags, and every ``__msg`` must appear in the log after the previous
 one.  A refusal must also be the verifier's (EACCES), where test_loader
-takes any error.  (The whole ``test_progs`` build
+takes any error: stricter than upstream.  (The whole ``test_progs`` build
 needs pahole >= 1.26 and is not run; see the README.)
 
 Collected only in the VM (``test_vm_*``), where the patched kernel runs.
@@ -33,7 +39,21 @@ from uptrkv.loader import BpfObject, LoadError
 pytestmark = pytest.mark.skipif(not EXPECT_DYNPTR,
                                 reason="needs the verifier patch (UPTRKV_EXPECT_DYNPTR=1, the VM)")
 
-OBJECT = Path(os.environ.get("UPTRKV_RESULTS", "/nonexistent")) / "kernel-selftests" / "verifier_uptr_dynptr.bpf.o"
+SELFTESTS = Path(os.environ.get("UPTRKV_RESULTS", "/nonexistent")) / "kernel-selftests"
+# Each object and the programs it must hold: every case the issue names
+# plus the accepted ones (see 0002), and all of the tree's uptr programs.
+EXPECTED = {
+    "verifier_uptr_dynptr": {
+        "uptr_dynptr_read_write", "uptr_dynptr_spill_fill", "uptr_dynptr_var_off",
+        "uptr_dynptr_data_slice", "ringbuf_dynptr_slice_chain", "ringbuf_record",
+        "uptr_global_subprog_arg", "uptr_dynptr_rdonly_slice", "rdonly_mem",
+        "uptr_dynptr_no_null_check"},
+    "uptr_failure": {
+        "uptr_write", "uptr_write_nested", "uptr_no_null_check", "uptr_kptr_xchg",
+        "uptr_obj_new"},
+    "task_ls_uptr": {"on_enter"},
+    "test_task_local_data": {"task_main"},
+}
 TAG = re.compile(r"comment:(\d+):(.*)", re.S)
 # test_loader.c loads every case with testing_prog_flags(): the verifier's
 # extra checks (random upper halves after 32-bit ops, register invariants).
@@ -71,30 +91,33 @@ def in_order(log: str, msgs: list[str]) -> str | None:
     return None
 
 
-def programs() -> list[str]:
-    if not OBJECT.exists():
-        return []
-    with BpfObject(OBJECT) as obj:
-        return sorted(p.name for p in obj.programs())
+def object_path(stem: str) -> Path:
+    return SELFTESTS / f"{stem}.bpf.o"
+
+
+def programs() -> list[tuple[str, str]]:
+    found = []
+    for stem in EXPECTED:
+        if object_path(stem).exists():
+            with BpfObject(object_path(stem)) as obj:
+                found += [(stem, p.name) for p in obj.programs()]
+    return sorted(found)
 
 
 PROGRAMS = programs()
 
 
-def test_the_object_was_built_with_the_kernel():
-    assert OBJECT.exists(), (
-        f"{OBJECT} is missing: vm/build-kernel.sh compiles the series' selftests beside the "
-        "image and vm/vmrun.sh copies them to the guest; a VM_KERNEL image has none")
-    # Every case the issue names, plus the accepted ones (see the patch).
-    assert {"uptr_dynptr_read_write", "uptr_dynptr_spill_fill", "uptr_dynptr_var_off",
-            "uptr_dynptr_data_slice", "ringbuf_dynptr_slice_chain", "ringbuf_record",
-            "uptr_global_subprog_arg", "uptr_dynptr_rdonly_slice", "rdonly_mem",
-            "uptr_dynptr_no_null_check"} <= set(PROGRAMS)
+@pytest.mark.parametrize("stem", sorted(EXPECTED))
+def test_the_object_was_built_with_the_kernel(stem):
+    assert object_path(stem).exists(), (
+        f"{object_path(stem)} is missing: vm/build-kernel.sh compiles the uptr selftests "
+        "beside the image and vm/vmrun.sh copies them to the guest; a VM_KERNEL image has none")
+    assert EXPECTED[stem] <= {name for s, name in PROGRAMS if s == stem}
 
 
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_annotated_verdict(kernel, name):
-    with BpfObject(OBJECT) as obj:
+@pytest.mark.parametrize("stem,name", PROGRAMS, ids=[f"{s}:{n}" for s, n in PROGRAMS])
+def test_annotated_verdict(kernel, stem, name):
+    with BpfObject(object_path(stem)) as obj:
         success, msgs = expectation(annotations(obj, name))
         for prog in obj.programs():
             prog.set_autoload(prog.name == name)

@@ -44,9 +44,12 @@ fi
 # image is found without waiting for another build.
 source_id=$("$here/kernel-source.sh" --id)
 vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
+# (This script and the selftest stand-ins are in it for the selftest
+# objects built beside the image, and so are clang and bpftool.)
 key=$( { echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
-         for f in "${fragments[@]}"; do sha256sum < "$f"; done
-         echo "$vngver"; gcc --version | head -n1; pahole --version; } |
+         for f in "${fragments[@]}" "$0" "$here"/selftests-include/*; do sha256sum < "$f"; done
+         echo "$vngver"; gcc --version | head -n1; pahole --version;
+         "${CLANG:-clang-19}" --version | head -n1; bpftool --version | head -n1; } |
        sha256sum | cut -c1-16)
 name=${source_id#debian:}
 case "$source_id" in tree:*) name=$(basename "${source_id%@*}") ;; esac
@@ -114,26 +117,40 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 wait "$pid" || { tail -n 30 "$buildlog" >&2; die "kernel build failed, see $buildlog"; }
 
-# The series' kernel-style verifier selftests (progs/verifier_uptr_dynptr.c),
-# compiled as the tree's selftests build would (its headers, this kernel's
+# The kernel-style verifier selftests of uptr memory, compiled as the tree's
+# selftests build would (its headers and system include dirs, this kernel's
 # BTF as vmlinux.h), so that the guest suite can load each program and check
 # its __success / __failure __msg annotations (tests/test_vm_kernel_selftests.py)
 # without the whole test_progs build, which needs pahole >= 1.26 for kfunc
-# declarations in vmlinux.h (Debian 12 has 1.24).
+# declarations in vmlinux.h (Debian 12 has 1.24): the series' own
+# progs/verifier_uptr_dynptr.c; the tree's progs/uptr_failure.c, whose
+# messages 0001 changes; and the tree's other programs that load uptr
+# fields, task_ls_uptr.c and test_task_local_data.c, which must still load.
+# uptr_failure.c includes bpf_experimental.h for two kfuncs;
+# vm/selftests-include/ stands in for it (see the header).
 sel=$tree/tools/testing/selftests/bpf
 if [ -f "$sel/progs/verifier_uptr_dynptr.c" ]; then
-    log "compiling the series' verifier selftests against this kernel's BTF"
+    log "compiling the uptr verifier selftests against this kernel's BTF"
     rm -rf "$out/selftests" && mkdir -p "$out/selftests/include"
-    { bpftool btf dump file "$obj/vmlinux" format c > "$out/selftests/include/vmlinux.h" &&
-      python3 "$tree/scripts/bpf_doc.py" --header --file "$tree/include/uapi/linux/bpf.h" \
-          > "$out/selftests/include/bpf_helper_defs.h" &&
-      "${CLANG:-clang-19}" -g -O2 -Wall -Werror --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 \
-          -std=gnu11 -fno-strict-aliasing -fms-extensions -Wno-microsoft-anon-tag \
-          -Wno-compare-distinct-pointer-types \
-          -I"$out/selftests/include" -I"$tree/tools/lib" -I"$sel" \
-          -I"$tree/tools/include/uapi" -I"$tree/tools/include" \
-          -c "$sel/progs/verifier_uptr_dynptr.c" -o "$out/selftests/verifier_uptr_dynptr.bpf.o"
-    } >> "$buildlog" 2>&1 || { tail -n 30 "$buildlog" >&2; die "compiling the verifier selftests failed, see $buildlog"; }
+    clang=${CLANG:-clang-19}
+    # The selftests Makefile's CLANG_SYS_INCLUDES: the host's system headers, last.
+    mapfile -t sys_inc < <("$clang" -v -E - < /dev/null 2>&1 |
+        sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter\n\1|p }')
+    cflags=(-g -O2 -Wall -Werror --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86
+            -std=gnu11 -fno-strict-aliasing -fms-extensions -Wno-microsoft-anon-tag
+            -Wno-compare-distinct-pointer-types -I"$out/selftests/include"
+            -I"$here/selftests-include" -I"$tree/tools/lib" -I"$sel"
+            -I"$tree/tools/include/uapi" -I"$tree/tools/include" "${sys_inc[@]}")
+    compile_selftests() {
+        bpftool btf dump file "$obj/vmlinux" format c > "$out/selftests/include/vmlinux.h" &&
+        python3 "$tree/scripts/bpf_doc.py" --header --file "$tree/include/uapi/linux/bpf.h" \
+            > "$out/selftests/include/bpf_helper_defs.h" || return
+        for prog in verifier_uptr_dynptr uptr_failure task_ls_uptr test_task_local_data; do
+            "$clang" "${cflags[@]}" -c "$sel/progs/$prog.c" -o "$out/selftests/$prog.bpf.o" || return
+        done
+    }
+    compile_selftests >> "$buildlog" 2>&1 ||
+        { tail -n 30 "$buildlog" >&2; die "compiling the verifier selftests failed, see $buildlog"; }
     rm -rf "$out/selftests/include"
 fi
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage.tmp"

@@ -100,7 +100,7 @@ else
     trap 'rm -rf "$results"' EXIT
 fi
 # What the kernel build compiled beside the image for the guest suite (the
-# series' verifier selftests, tests/test_vm_kernel_selftests.py).
+# uptr verifier selftests, tests/test_vm_kernel_selftests.py).
 rm -rf "$results/kernel-selftests"
 if [ -d "$(dirname "$bzimage")/selftests" ]; then
     cp -r "$(dirname "$bzimage")/selftests" "$results/kernel-selftests"
