@@ -128,7 +128,9 @@ class KtapReporter:
                 state, detail = "fail", f"{report.longreprtext}{phase}"
         elif report.passed and report.when == "call" and hasattr(report, "wasxfail"):
             state, detail = "xpass", report.wasxfail    # a non-strict xfail that passed
-        elif report.skipped and state in ("pass", "xpass"):   # pytest's verdict for an xfail's teardown error
+        # (An xfail-marked test that passed, then erred in teardown: pytest's
+        # verdict for the teardown, XFAIL, stands.)
+        elif report.skipped and (state == "pass" or (state == "xpass" and hasattr(report, "wasxfail"))):
             if hasattr(report, "wasxfail"):
                 state, detail = "xfail", report.wasxfail
             else:

@@ -92,13 +92,18 @@ def test_xfail_and_xpass(tmp_path):
     module = tmp_path / "test_xf.py"
     module.write_text("import pytest\n"
                       "@pytest.mark.xfail(reason='known bug')\ndef test_xfail():\n    assert 0\n"
-                      "@pytest.mark.xfail(reason='fixed upstream')\ndef test_xpass():\n    pass\n")
+                      "@pytest.mark.xfail(reason='fixed upstream')\ndef test_xpass():\n    pass\n"
+                      "@pytest.fixture\ndef bad():\n    yield\n    raise RuntimeError('teardown')\n"
+                      "@pytest.mark.xfail(reason='flaky teardown')\n"
+                      "def test_xpass_then_teardown_error(bad):\n    pass\n")
     res = ksft(module, "--rootdir", tmp_path)
     assert res.returncode == KSFT_PASS, res.stdout
+    # The third passed, then erred in teardown: pytest's verdict for that, XFAIL.
     assert res.stdout.splitlines() == [
-        "KTAP version 1", "1..2", "ok 1 test_xf.py::test_xfail # XFAIL known bug",
+        "KTAP version 1", "1..3", "ok 1 test_xf.py::test_xfail # XFAIL known bug",
         "ok 2 test_xf.py::test_xpass # XPASS fixed upstream",
-        "# Totals: pass:0 fail:0 xfail:1 xpass:1 skip:0 error:0"], res.stdout
+        "ok 3 test_xf.py::test_xpass_then_teardown_error # XFAIL flaky teardown",
+        "# Totals: pass:0 fail:0 xfail:2 xpass:1 skip:0 error:0"], res.stdout
 
 
 def test_collection_error_bails_out(tmp_path):

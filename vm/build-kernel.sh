@@ -32,6 +32,11 @@ die() { printf '[build-kernel] error: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$venv_bin/vng" ] || die "virtme-ng is not installed in $venv_bin (run: ./run kernel)"
 export PATH=$venv_bin:$PATH
+clang=${CLANG:-clang-19}
+# Both go into the cache key (they build the selftest objects beside the image).
+for tool in "$clang" bpftool; do
+    command -v "$tool" > /dev/null || die "$tool is not installed (run: ./run kernel, as root)"
+done
 
 fragments=("$here/kernel.config")
 variant=
@@ -49,7 +54,7 @@ vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
 key=$( { echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
          for f in "${fragments[@]}" "$0" "$here"/selftests-include/*; do sha256sum < "$f"; done
          echo "$vngver"; gcc --version | head -n1; pahole --version;
-         "${CLANG:-clang-19}" --version | head -n1; bpftool --version | head -n1; } |
+         "$clang" --version | head -n1; bpftool --version | head -n1; } |
        sha256sum | cut -c1-16)
 name=${source_id#debian:}
 case "$source_id" in tree:*) name=$(basename "${source_id%@*}") ;; esac
@@ -132,7 +137,6 @@ sel=$tree/tools/testing/selftests/bpf
 if [ -f "$sel/progs/verifier_uptr_dynptr.c" ]; then
     log "compiling the uptr verifier selftests against this kernel's BTF"
     rm -rf "$out/selftests" && mkdir -p "$out/selftests/include"
-    clang=${CLANG:-clang-19}
     # The selftests Makefile's CLANG_SYS_INCLUDES: the host's system headers, last.
     mapfile -t sys_inc < <("$clang" -v -E - < /dev/null 2>&1 |
         sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter\n\1|p }')
