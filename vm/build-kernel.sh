@@ -50,11 +50,13 @@ fi
 source_id=$("$here/kernel-source.sh" --id)
 vngver=$(vng --version 2>/dev/null | tr -d '\n' || echo unknown)
 # (This script and the selftest stand-ins are in it for the selftest
-# objects built beside the image, and so are clang and bpftool.)
+# objects built beside the image, and so are clang and bpftool. First lines
+# by sed, which reads to the end: head would exit early, the tool could get
+# SIGPIPE, and under pipefail the script would end with 141 now and then.)
 key=$( { echo "$source_id"; cat "$here"/patches/*.patch | sha256sum;
          for f in "${fragments[@]}" "$0" "$here"/selftests-include/*; do sha256sum < "$f"; done
-         echo "$vngver"; gcc --version | head -n1; pahole --version;
-         "$clang" --version | head -n1; bpftool --version | head -n1; } |
+         echo "$vngver"; gcc --version | sed -n 1p; pahole --version;
+         "$clang" --version | sed -n 1p; bpftool --version | sed -n 1p; } |
        sha256sum | cut -c1-16)
 name=${source_id#debian:}
 case "$source_id" in tree:*) name=$(basename "${source_id%@*}") ;; esac

@@ -228,7 +228,7 @@ if [ ! -f "$tree/.uptrkv-ready" ]; then
     log "unpacking $(basename "$deb")"
     tmp=$(mktemp -d "$cache/src/unpack.XXXXXX")
     dpkg-deb -x "$deb" "$tmp"
-    tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | head -n1)
+    tarball=$(ls "$tmp"/usr/src/linux-source-"$series".tar.* | sed -n 1p)
     # -m: files dated now, not as in the tarball. Objects of this source may
     # survive from before (a switch cut short): a file the old series had
     # patched comes back older than its object, and make would keep it.
